@@ -1,0 +1,3 @@
+from emostt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Model inference. Only this package imports torch and funasr."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: generated model dirs and real speech from espeak-ng."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emostt.audio import read_audio_file
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from emostt.inference.modeldir import SIZES, write_model_dir
+
+    return write_model_dir(tmp_path_factory.mktemp("models") / "tiny", SIZES["tiny"], seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+
+    return SenseVoiceEngine.load(str(tiny_model_dir), EngineOptions(device="cpu", precision="fp32"))
+
+
+def espeak(text: str, out: Path, voice: str = "en", speed: int = 160) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is required for speech tests (apt-get install espeak-ng)")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech_16k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    path = espeak("turn left and stop at the door", tmp_path_factory.mktemp("speech") / "s.wav")
+    return read_audio_file(path)
+
+
+def noise_utterances(lengths_s: list[float], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32) for s in lengths_s]

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: set-up, lint, type check, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+.venv/bin/ruff check service tests tools
+.venv/bin/ruff format --check service tests tools
+.venv/bin/mypy
+.venv/bin/python -m pytest -q "$@"
