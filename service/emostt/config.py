@@ -21,7 +21,8 @@ class EngineSettings(BaseSettings):
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (CUDA when available).")
     precision: str = Field(
         "auto",
-        description="fp32, int8 (CPU dynamic quantization), fp16 or bf16 (CUDA); auto: fp32 on CPU, fp16 on CUDA.",
+        description="fp32, int8 (CPU dynamic quantization), fp16 or bf16 (CUDA); "
+        "auto: fp32 on CPU, fp16 on CUDA.",
     )
     threads: int | None = Field(None, description="Torch intra-op threads; default leaves torch's choice.")
     load_timeout_s: float = Field(900.0, description="Give up loading (including download) after this long.")
