@@ -42,3 +42,14 @@ def speech_16k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 def noise_utterances(lengths_s: list[float], seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32) for s in lengths_s]
+
+
+@pytest.fixture(scope="session")
+def speech_with_pauses(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Three phrases separated by a second of silence, with silence around them: 16 kHz float32."""
+    folder = tmp_path_factory.mktemp("phrases")
+    silence = np.zeros(16_000, dtype=np.float32)
+    parts = [silence[:8000]]
+    for i, phrase in enumerate(["turn left", "what time is it", "open the door please"]):
+        parts += [read_audio_file(espeak(phrase, folder / f"{i}.wav")) * 0.8, silence]
+    return np.concatenate(parts)

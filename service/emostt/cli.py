@@ -28,15 +28,30 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda[:N] or auto")
     parser.add_argument("--precision", default=defaults.precision, help="auto, fp32, int8, fp16, bf16")
     parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument(
+        "--fallback-model",
+        default=defaults.fallback_model,
+        help="model to load when --model cannot be loaded (e.g. 'demo' when offline); off by default",
+    )
 
 
 def _engine_from_args(args: argparse.Namespace) -> SenseVoiceEngine:
+    from emostt.errors import ModelLoadError
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
-    return SenseVoiceEngine.load(
-        args.model,
-        EngineOptions(device=args.device, precision=args.precision, hub=args.hub, threads=args.threads),
-    )
+    options = EngineOptions(device=args.device, precision=args.precision, hub=args.hub, threads=args.threads)
+    try:
+        return SenseVoiceEngine.load(args.model, options)
+    except ModelLoadError as exc:
+        if not args.fallback_model:
+            raise
+        logging.getLogger("emostt").warning(
+            "%s -- FALLING BACK to model %r: results come from that model, not %r",
+            exc,
+            args.fallback_model,
+            args.model,
+        )
+        return SenseVoiceEngine.load(args.fallback_model, options)
 
 
 def _format_result(name: str, result: dict[str, Any]) -> str:
@@ -89,6 +104,42 @@ def cmd_make_random(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from emostt.app import create_app
+    from emostt.config import Settings
+    from emostt.observability.logging import configure
+
+    overrides = {
+        key: value
+        for key, value in {
+            "model": args.model,
+            "hub": args.hub,
+            "device": args.device,
+            "precision": args.precision,
+            "threads": args.threads,
+            "fallback_model": args.fallback_model,
+            "host": args.host,
+            "port": args.port,
+        }.items()
+        if value is not None
+    }
+    settings = Settings(**overrides)
+    configure(json_logs=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.max_message_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emostt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -103,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--known-emotion", action="store_true", help="never answer 'unknown' emotion")
     tr.add_argument("--json", action="store_true", help="one JSON object per file")
     tr.set_defaults(func=cmd_transcribe)
+
+    serve = sub.add_parser(
+        "serve", help="run the streaming WebSocket service (settings also from EMOSTT_* env)"
+    )
+    for flag in ("--model", "--hub", "--device", "--precision", "--fallback-model", "--host"):
+        serve.add_argument(flag, default=None)
+    serve.add_argument("--threads", type=int, default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
 
     model = sub.add_parser("model", help="model dir utilities")
     model_sub = model.add_subparsers(dest="model_command", required=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +19,11 @@ class EngineSettings(BaseSettings):
         DEFAULT_MODEL,
         description="Hub id (ModelScope by default), local SenseVoice model dir, or a bundled model name.",
     )
+    fallback_model: str | None = Field(
+        None,
+        description="Loaded instead when `model` cannot be loaded (e.g. 'demo' offline). Off by default: "
+        "production should fail loudly rather than serve another model.",
+    )
     hub: str = Field("ms", description="Hub for model ids: 'ms' (ModelScope) or 'hf' (Hugging Face).")
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (CUDA when available).")
     precision: str = Field(
@@ -26,3 +33,61 @@ class EngineSettings(BaseSettings):
     )
     threads: int | None = Field(None, description="Torch intra-op threads; default leaves torch's choice.")
     load_timeout_s: float = Field(900.0, description="Give up loading (including download) after this long.")
+
+
+class Settings(EngineSettings):
+    """Everything the server reads at start-up. Env: ``EMOSTT_<FIELD>`` (JSON for dicts and lists)."""
+
+    host: str = Field("0.0.0.0", description="Interface to bind.")
+    port: int = Field(8000, description="TCP port.")
+    fallback_device: str | None = Field(
+        None,
+        description="A second copy of the model on this device (e.g. 'cpu'), served when the primary fails.",
+    )
+    warmup: bool = Field(True, description="Run one batch before reporting ready.")
+
+    # Security and limits.
+    auth_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="token -> device_id it is bound to ('*' for any). Empty: the service runs open.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser Origin allowlist; empty allows any (and non-browser clients).",
+    )
+    max_connections: int = Field(
+        256, description="Open sessions beyond this are refused with close code 1013."
+    )
+    max_message_bytes: int = Field(256 * 1024, description="Larger WebSocket messages are refused with 1009.")
+    max_session_s: float = Field(
+        3600.0, description="A session is closed (after its finals) after this long."
+    )
+    idle_timeout_s: float = Field(60.0, description="A session that sends nothing for this long is closed.")
+    max_realtime_factor: float = Field(
+        2.0, description="Audio may arrive at most this many times faster than real time (after the burst)."
+    )
+    burst_audio_s: float = Field(
+        5.0, description="Audio seconds a client may send ahead of real time at once."
+    )
+    receive_queue_size: int = Field(
+        128, description="Messages buffered per session before it is closed as too fast."
+    )
+
+    # Batching and resilience.
+    max_batch_size: int = Field(16, description="Utterances per engine batch.")
+    max_padded_seconds: float = Field(
+        160.0, description="Batch size x longest utterance cap, in audio seconds."
+    )
+    max_waiting: int = Field(512, description="Utterances waiting for the model before new ones are refused.")
+    max_retries: int = Field(2, description="Retries of a failed engine call before falling back / failing.")
+    retry_backoff_s: float = Field(0.05, description="First retry delay; doubles each retry.")
+    breaker_failures: int = Field(3, description="Consecutive failed batches that open the circuit breaker.")
+    breaker_cooldown_s: float = Field(
+        30.0, description="How long the breaker routes to the fallback before retrying."
+    )
+
+    session_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Defaults for every session's config (same shape as the config message).",
+    )
+    log_json: bool = Field(True, description="Structured JSON logs on stderr.")

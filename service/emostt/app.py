@@ -1,0 +1,95 @@
+"""``create_app(settings)``: the FastAPI application. The lifespan loads and warms the engine
+(off the event loop) and runs the process-wide batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI
+
+from emostt.batching.batcher import Batcher, BatcherConfig
+from emostt.config import Settings
+from emostt.inference.engine import Engine, TranscriptionRequest
+from emostt.policy.retry import ResilientRunner, RetryConfig
+from emostt.transport import http
+from emostt.transport.state import AppState
+from emostt.transport.ws import stt_endpoint
+
+log = logging.getLogger(__name__)
+
+
+def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
+    """The primary engine (with the optional offline fallback model) and the optional fallback-device copy."""
+    from emostt.errors import ModelLoadError
+    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+
+    options = EngineOptions(
+        device=settings.device,
+        precision=settings.precision,
+        hub=settings.hub,
+        threads=settings.threads,
+        load_timeout_s=settings.load_timeout_s,
+    )
+    spec = settings.model
+    try:
+        primary = SenseVoiceEngine.load(spec, options)
+    except ModelLoadError as exc:
+        if not settings.fallback_model:
+            raise
+        log.warning(
+            "%s -- FALLING BACK to model %r; results do not come from %r", exc, settings.fallback_model, spec
+        )
+        spec = settings.fallback_model
+        primary = SenseVoiceEngine.load(spec, options)
+    fallback = None
+    if settings.fallback_device:
+        fallback_options = EngineOptions(device=settings.fallback_device, precision="auto", hub=settings.hub)
+        fallback = SenseVoiceEngine.load(spec, fallback_options)
+    return primary, fallback
+
+
+def create_app(settings: Settings, engine: Engine | None = None, fallback: Engine | None = None) -> FastAPI:
+    """Tests pass engines in (fault injection); otherwise they are loaded from ``settings``."""
+    state = AppState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.auth_tokens:
+            log.warning("NO AUTH TOKENS CONFIGURED: any client can connect (set EMOSTT_AUTH_TOKENS)")
+        primary, backup = (
+            (engine, fallback) if engine is not None else await asyncio.to_thread(load_engines, settings)
+        )
+        retry = RetryConfig(
+            max_retries=settings.max_retries,
+            backoff_s=settings.retry_backoff_s,
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown_s=settings.breaker_cooldown_s,
+        )
+        state.runner = ResilientRunner(primary, backup, retry)
+        if settings.warmup:
+            await asyncio.to_thread(
+                primary.transcribe, [TranscriptionRequest(np.zeros(16_000, dtype=np.float32))]
+            )
+        state.batcher = Batcher(
+            state.runner,
+            BatcherConfig(settings.max_batch_size, settings.max_padded_seconds, settings.max_waiting),
+        )
+        state.batcher.start()
+        state.model = primary.info
+        state.ready = True
+        log.info("ready", extra={"model": primary.info.name, "device": primary.info.device})
+        try:
+            yield
+        finally:
+            state.draining = True
+            await asyncio.to_thread(state.batcher.stop)
+
+    app = FastAPI(title="emostt", lifespan=lifespan)
+    app.state.emostt = state
+    app.include_router(http.router)
+    app.add_api_websocket_route("/ws/stt/{device_id}", stt_endpoint)
+    return app

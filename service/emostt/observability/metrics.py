@@ -1,0 +1,47 @@
+"""Prometheus metrics, defined once at import. Never label by device or session id."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
+
+VAD_SECONDS = Histogram(
+    "emostt_vad_seconds", "VAD compute time per received audio chunk.", buckets=LATENCY_BUCKETS
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "emostt_queue_wait_seconds",
+    "Time an utterance waits in the batcher before its batch starts.",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_INFERENCE_SECONDS = Histogram(
+    "emostt_batch_inference_seconds", "Engine time per batch.", buckets=LATENCY_BUCKETS
+)
+ENDPOINT_TO_FINAL_SECONDS = Histogram(
+    "emostt_endpoint_to_final_seconds",
+    "From the end of an utterance (endpoint or finalize) to its final event being sent.",
+    buckets=LATENCY_BUCKETS,
+)
+PARTIAL_LATENCY_SECONDS = Histogram(
+    "emostt_partial_latency_seconds",
+    "From a partial being requested to its event being sent.",
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram("emostt_batch_size", "Utterances per engine batch.", buckets=BATCH_BUCKETS)
+
+UTTERANCES = Counter("emostt_utterances_total", "Utterances ended, by outcome.", ["outcome"])
+PARTIALS = Counter("emostt_partials_total", "Partial results, by outcome.", ["outcome"])
+ERRORS = Counter("emostt_errors_total", "Error events sent to clients, by code.", ["code"])
+RETRIES = Counter("emostt_retries_total", "Engine calls retried, by reason.", ["reason"])
+FALLBACKS = Counter("emostt_fallbacks_total", "Batches served by the fallback engine.")
+GATED = Counter("emostt_gated_total", "Finals marked gated, by reason.", ["reason"])
+REJECTED_CONNECTIONS = Counter(
+    "emostt_rejected_connections_total",
+    "WebSocket connections refused or closed by policy, by reason.",
+    ["reason"],
+)
+ACTIVE_SESSIONS = Gauge("emostt_active_sessions", "Open streaming sessions.")
+QUEUE_DEPTH = Gauge("emostt_batcher_queue_depth", "Utterances waiting in the batcher.")
+CIRCUIT_OPEN = Gauge("emostt_circuit_open", "1 while the primary engine's circuit breaker is open.")

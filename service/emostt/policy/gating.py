@@ -1,0 +1,48 @@
+"""Confidence gating: mark a final the dialogue engine should not act on blindly, and say why.
+
+Pure. Nothing is dropped here; the session drops gated finals only when the client asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emostt.inference.engine import TranscriptionResult
+
+# Speech over music is still speech (SenseVoice labels it BGM), so bgm is not here.
+NON_SPEECH_EVENTS = frozenset(
+    {"applause", "laughter", "cry", "sneeze", "breath", "cough", "gbg", "event_unk"}
+)
+
+
+@dataclass(frozen=True)
+class GatingConfig:
+    min_confidence: float = 0.0
+    min_emotion_score: float = 0.0
+    min_language_score: float = 0.0
+    gate_nospeech: bool = True
+    gate_non_speech_events: bool = True
+    drop_gated: bool = False  # the client asked not to receive gated finals at all
+
+    def __post_init__(self) -> None:
+        for name in ("min_confidence", "min_emotion_score", "min_language_score"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"gating.{name} must be in [0, 1]")
+
+
+def gate_reasons(result: TranscriptionResult, config: GatingConfig) -> list[str]:
+    """Reasons to distrust ``result``, in a fixed order; empty means trusted."""
+    reasons: list[str] = []
+    if not result.text:
+        reasons.append("empty_text")
+    if result.confidence < config.min_confidence:
+        reasons.append("low_confidence")
+    if result.emotion.scores[result.emotion.label] < config.min_emotion_score:
+        reasons.append("low_emotion_score")
+    if result.language.scores[result.language.label] < config.min_language_score:
+        reasons.append("low_language_score")
+    if config.gate_nospeech and result.language.label == "nospeech":
+        reasons.append("nospeech")
+    if config.gate_non_speech_events and result.event.label in NON_SPEECH_EVENTS:
+        reasons.append(f"event_{result.event.label}")
+    return reasons

@@ -1,0 +1,141 @@
+"""Retry, batch splitting and fallback around engine calls.
+
+Runs on the batcher's model thread only (not thread-safe). Every path is counted:
+``emostt_retries_total{reason}``, ``emostt_fallbacks_total``, ``emostt_circuit_open``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from emostt.errors import EmosttError, InvalidAudioError, OutOfMemoryError
+from emostt.inference.engine import Engine, TranscriptionRequest, TranscriptionResult
+from emostt.observability import metrics
+
+log = logging.getLogger(__name__)
+
+FATAL_MARKERS = ("illegal memory access", "device-side assert", "unspecified launch failure")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_retries: int = 2
+    backoff_s: float = 0.05
+    backoff_max_s: float = 1.0
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Served:
+    result: TranscriptionResult
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+    retryable: bool
+
+
+Outcome = Served | Failed
+
+
+class ResilientRunner:
+    """Primary engine with retries and OOM splitting; a circuit breaker routes to the fallback."""
+
+    def __init__(
+        self,
+        primary: Engine,
+        fallback: Engine | None = None,
+        config: RetryConfig | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.config = config or RetryConfig()
+        self._sleep = sleep
+        self._clock = clock
+        self._consecutive_failures = 0
+        self._open_until: float | None = None
+        self.fatal_error: str | None = None  # set when the device is unusable: liveness fails
+
+    @property
+    def circuit_open(self) -> bool:
+        return self._open_until is not None and self._clock() < self._open_until
+
+    def run(self, requests: Sequence[TranscriptionRequest]) -> list[Outcome]:
+        if self.fallback is not None and self.circuit_open:
+            return self._run_fallback(requests, "circuit open")
+        try:
+            results = self._run_primary(requests)
+        except EmosttError as exc:
+            self._record_failure()
+            if self.fallback is not None:
+                return self._run_fallback(requests, str(exc))
+            return [Failed(exc.code, str(exc), exc.retryable)] * len(requests)
+        self._record_success()
+        return results
+
+    def _run_primary(self, requests: Sequence[TranscriptionRequest]) -> list[Outcome]:
+        cfg = self.config
+        attempt = 0
+        while True:
+            try:
+                return [Served(r) for r in self.primary.transcribe(requests)]
+            except OutOfMemoryError:
+                if len(requests) == 1:
+                    raise
+                metrics.RETRIES.labels("oom_split").inc()
+                half = len(requests) // 2
+                return self._run_primary(requests[:half]) + self._run_primary(requests[half:])
+            except InvalidAudioError:
+                if len(requests) == 1:
+                    return [Failed(InvalidAudioError.code, "audio rejected by the model", False)]
+                # One bad utterance must not fail the others: isolate it.
+                metrics.RETRIES.labels("isolate").inc()
+                return [out for r in requests for out in self._run_primary([r])]
+            except Exception as exc:
+                if any(marker in str(exc) for marker in FATAL_MARKERS):
+                    self.fatal_error = str(exc)
+                    log.critical("fatal device error; liveness will fail: %s", exc)
+                if attempt >= cfg.max_retries or self.fatal_error:
+                    raise _as_emostt_error(exc) from exc
+                metrics.RETRIES.labels("error").inc()
+                self._sleep(min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s))
+                attempt += 1
+
+    def _run_fallback(self, requests: Sequence[TranscriptionRequest], why: str) -> list[Outcome]:
+        assert self.fallback is not None
+        metrics.FALLBACKS.inc()
+        log.warning("serving a batch of %d on the fallback engine: %s", len(requests), why)
+        try:
+            return [Served(r, degraded=True) for r in self.fallback.transcribe(requests)]
+        except Exception as exc:
+            err = _as_emostt_error(exc)
+            return [Failed(err.code, f"primary and fallback engines failed: {err}", True)] * len(requests)
+
+    def _record_failure(self) -> None:
+        self._consecutive_failures += 1
+        if self.fallback is not None and self._consecutive_failures >= self.config.breaker_failures:
+            self._open_until = self._clock() + self.config.breaker_cooldown_s
+            metrics.CIRCUIT_OPEN.set(1)
+
+    def _record_success(self) -> None:
+        self._consecutive_failures = 0
+        if self._open_until is not None:
+            self._open_until = None
+            metrics.CIRCUIT_OPEN.set(0)
+
+
+def _as_emostt_error(exc: BaseException) -> EmosttError:
+    if isinstance(exc, EmosttError):
+        return exc
+    from emostt.errors import InferenceError
+
+    return InferenceError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,145 @@
+"""Client messages and per-session configuration (see docs/protocol.md). Pure parsing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from emostt.audio import SUPPORTED_INPUT_RATES
+from emostt.errors import EmosttError
+from emostt.inference.rich_tokens import LANGUAGE_HINTS
+from emostt.policy.gating import GatingConfig
+from emostt.streaming.segmenter import EndpointConfig
+
+
+class ProtocolError(EmosttError):
+    code = "invalid_message"
+
+
+class UnknownMessageError(ProtocolError):
+    code = "unknown_message_type"
+
+
+class InvalidConfigError(ProtocolError):
+    code = "invalid_config"
+
+
+class VadOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    silence_duration_ms: int = Field(500, ge=0, le=10_000)
+    prefix_padding_ms: int = Field(300, ge=0, le=2_000)
+    min_speech_ms: int = Field(96, ge=0, le=2_000)
+    max_utterance_ms: int = Field(20_000, ge=1_000, le=30_000)
+
+    def endpoint(self) -> EndpointConfig:
+        return EndpointConfig(**self.model_dump())
+
+
+class GatingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    min_emotion_score: float = Field(0.0, ge=0.0, le=1.0)
+    min_language_score: float = Field(0.0, ge=0.0, le=1.0)
+    gate_nospeech: bool = True
+    gate_non_speech_events: bool = True
+    drop_gated: bool = False
+
+    def gating(self) -> GatingConfig:
+        return GatingConfig(**self.model_dump())
+
+
+class SessionConfig(BaseModel):
+    """Everything a client may set with a ``config`` message (or, for sample_rate, the URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    language: str = "auto"
+    use_itn: bool = True
+    interim_results: bool = True
+    partial_interval_ms: int = Field(600, ge=100, le=10_000)
+    word_timestamps: bool = False
+    known_emotion_only: bool = False
+    sample_rate: int = 16_000
+    vad: VadOptions = Field(default_factory=VadOptions)
+    gating: GatingOptions = Field(default_factory=GatingOptions)
+
+    @model_validator(mode="after")
+    def _check_choices(self) -> SessionConfig:
+        if self.language not in LANGUAGE_HINTS:
+            raise ValueError(f"language must be one of {', '.join(LANGUAGE_HINTS)}")
+        if self.sample_rate not in SUPPORTED_INPUT_RATES:
+            raise ValueError(f"sample_rate must be one of {', '.join(map(str, SUPPORTED_INPUT_RATES))}")
+        return self
+
+    def updated(self, changes: dict[str, Any]) -> SessionConfig:
+        """A new config with ``changes`` merged in (nested vad/gating merge field by field)."""
+        merged = self.model_dump()
+        for key, value in changes.items():
+            if key in ("vad", "gating") and isinstance(value, dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        try:
+            return SessionConfig.model_validate(merged)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidConfigError(problems) from None
+
+
+@dataclass(frozen=True)
+class Audio:
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class Configure:
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Control:
+    kind: Literal["finalize", "keepalive", "close"]
+
+
+Command = Audio | Configure | Control
+
+
+def parse_text(text: str) -> Command:
+    """A JSON text frame to a command. Raises ``ProtocolError`` with a message for the client."""
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"text frames must be JSON objects: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("text frames must be JSON objects")
+    kind = message.get("type")
+    if kind is None and "audio" in message:  # device firmware format: {"audio": "<hex>"}
+        return Audio(_decode(message["audio"], "hex"))
+    if kind == "audio":
+        return Audio(_decode(message.get("data"), "base64"))
+    if kind == "config":
+        changes = {k: v for k, v in message.items() if k != "type"}
+        if "sample_rate" in changes:
+            raise InvalidConfigError("sample_rate is fixed when the session opens (?sample_rate= on the URL)")
+        return Configure(changes)
+    if kind in ("finalize", "keepalive", "close"):
+        return Control(kind)
+    raise UnknownMessageError(
+        f"unknown message type {kind!r}; expected config, audio, finalize, keepalive or close"
+    )
+
+
+def _decode(payload: object, encoding: str) -> bytes:
+    if not isinstance(payload, str):
+        raise ProtocolError(f"audio payload must be a {encoding} string")
+    try:
+        return bytes.fromhex(payload) if encoding == "hex" else base64.b64decode(payload, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise ProtocolError(f"audio payload is not valid {encoding}: {exc}") from None

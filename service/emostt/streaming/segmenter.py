@@ -1,0 +1,128 @@
+"""Endpointing as a pure state machine over per-frame speech probabilities.
+
+No audio, no I/O, no clocks: the session feeds one VAD probability per frame and gets back
+where utterances start and end, in frame indices. Hysteresis as in Silero's own
+``get_speech_timestamps``: speech starts at ``threshold`` and only counts as silence below
+``threshold - 0.15``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+FRAME_SAMPLES = 512  # Silero VAD's frame at 16 kHz
+FRAME_MS = FRAME_SAMPLES * 1000 // 16_000  # 32
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    threshold: float = 0.5
+    silence_duration_ms: int = 500
+    prefix_padding_ms: int = 300
+    min_speech_ms: int = 96
+    max_utterance_ms: int = 20_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError("vad.threshold must be in (0, 1)")
+        if not 0 <= self.silence_duration_ms <= 10_000:
+            raise ValueError("vad.silence_duration_ms must be in [0, 10000]")
+        if not 0 <= self.prefix_padding_ms <= 2_000:
+            raise ValueError("vad.prefix_padding_ms must be in [0, 2000]")
+        if not 0 <= self.min_speech_ms <= 2_000:
+            raise ValueError("vad.min_speech_ms must be in [0, 2000]")
+        if not 1_000 <= self.max_utterance_ms <= 30_000:
+            raise ValueError("vad.max_utterance_ms must be in [1000, 30000] (the model's limit is 30 s)")
+
+    @property
+    def negative_threshold(self) -> float:
+        return max(self.threshold - 0.15, 0.01)
+
+    def frames(self, ms: int) -> int:
+        return -(-ms // FRAME_MS)
+
+
+class EndReason(str, Enum):
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    FINALIZE = "finalize"
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    start_frame: int  # first frame of the utterance, prefix padding included
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    start_frame: int
+    end_frame: int  # exclusive
+    reason: EndReason
+
+
+SegmentEvent = SpeechStarted | SpeechEnded
+
+
+class Segmenter:
+    """Feed ``push(prob)`` once per frame; ``finalize()`` ends the current utterance now."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.frame = 0  # index of the next frame
+        self._start: int | None = None  # utterance start (padding included), when in speech
+        self._candidate: int | None = None  # first frame of a speech run not yet long enough
+        self._silence_run = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._start is not None
+
+    @property
+    def utterance_start(self) -> int | None:
+        return self._start
+
+    def reconfigure(self, config: EndpointConfig) -> None:
+        self.config = config
+
+    def push(self, prob: float) -> list[SegmentEvent]:
+        cfg = self.config
+        index = self.frame
+        self.frame += 1
+        events: list[SegmentEvent] = []
+        if self._start is None:
+            if prob >= cfg.threshold:
+                if self._candidate is None:
+                    self._candidate = index
+                if index - self._candidate + 1 >= cfg.frames(cfg.min_speech_ms):
+                    self._start = max(self._candidate - cfg.frames(cfg.prefix_padding_ms), 0)
+                    self._silence_run = 0
+                    events.append(SpeechStarted(self._start))
+            elif prob < cfg.negative_threshold:
+                self._candidate = None
+            return events
+        self._silence_run = self._silence_run + 1 if prob < cfg.negative_threshold else 0
+        end = index + 1
+        if self._silence_run >= max(cfg.frames(cfg.silence_duration_ms), 1):
+            # Keep a little trailing silence (as prefix padding does at the start) but not all of it.
+            trail = min(self._silence_run, cfg.frames(min(cfg.prefix_padding_ms, 200)))
+            events.append(self._end(end - self._silence_run + trail, EndReason.SILENCE))
+        elif end - self._start >= cfg.frames(cfg.max_utterance_ms):
+            events.append(self._end(end, EndReason.MAX_LENGTH))
+            # Speech goes on: the next utterance starts right here, without a new onset.
+            self._start, self._candidate = end, end
+            events.append(SpeechStarted(end))
+        return events
+
+    def finalize(self) -> list[SegmentEvent]:
+        if self._start is None:
+            return []
+        return [self._end(self.frame, EndReason.FINALIZE)]
+
+    def _end(self, end: int, reason: EndReason) -> SpeechEnded:
+        assert self._start is not None
+        event = SpeechEnded(self._start, max(end, self._start + 1), reason)
+        self._start = None
+        self._candidate = None
+        self._silence_run = 0
+        return event

@@ -1,0 +1,283 @@
+"""One streaming session: audio in, speech_started / partial / final / error events out.
+
+Runs on the event loop. Audio and control messages are handled strictly in arrival order by
+one consumer (``handle``); VAD runs on the VAD thread and the model on the batcher's thread.
+Finals are sent in utterance order even when batches finish out of order; a partial that
+arrives after its utterance's final is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from emostt.audio import SAMPLE_RATE, pcm16_to_float32
+from emostt.batching.batcher import Batcher
+from emostt.errors import EmosttError
+from emostt.inference.engine import TranscriptionRequest
+from emostt.observability import metrics
+from emostt.policy.gating import gate_reasons
+from emostt.policy.retry import Failed, Outcome, Served
+from emostt.streaming.protocol import Audio, Command, Configure, Control, SessionConfig
+from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES, Segmenter, SpeechEnded, SpeechStarted
+from emostt.streaming.vad import StreamVad
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+MIN_PARTIAL_MS = 320
+
+
+@dataclass
+class _Utterance:
+    utterance_id: str
+    start_frame: int
+    frames: list[tuple[int, npt.NDArray[np.float32]]] = field(default_factory=list)
+    partial_frames: int = 0  # utterance length (frames) at the last partial request
+    partial_in_flight: bool = False
+    ended: bool = False
+
+    def audio(self, end_frame: int | None = None) -> npt.NDArray[np.float32]:
+        frames = [f for i, f in self.frames if end_frame is None or i < end_frame]
+        return np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
+
+
+class Session:
+    def __init__(self, session_id: str, batcher: Batcher, emit: Emit, config: SessionConfig) -> None:
+        self.session_id = session_id
+        self.config = config
+        self._batcher = batcher
+        self._emit = emit
+        self._vad = StreamVad()
+        self._segmenter = Segmenter(config.vad.endpoint())
+        self._resampler = (
+            soxr.ResampleStream(config.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            if config.sample_rate != SAMPLE_RATE
+            else None
+        )
+        self._odd_byte = b""
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
+        self._utterance: _Utterance | None = None
+        self._count = 0
+        self._last_final: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _history_frames(self) -> int:
+        return self._segmenter.config.frames(self.config.vad.prefix_padding_ms) + 2
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> None:
+        if isinstance(command, Audio):
+            await self._on_audio(command.pcm)
+        elif isinstance(command, Configure):
+            self.config = self.config.updated(command.changes)
+            self._segmenter.reconfigure(self.config.vad.endpoint())
+            self._history = deque(self._history, maxlen=self._history_frames())
+            await self._emit({"type": "config", "config": self.config.model_dump()})
+        elif isinstance(command, Control) and command.kind == "finalize":
+            for event in self._segmenter.finalize():
+                assert isinstance(event, SpeechEnded)
+                self._end_utterance(event)
+
+    async def flush(self) -> None:
+        """End the current utterance and wait until every final has been sent."""
+        for event in self._segmenter.finalize():
+            assert isinstance(event, SpeechEnded)
+            self._end_utterance(event)
+        if self._last_final is not None:
+            await self._last_final
+
+    def abort(self) -> None:
+        """The client is gone: drop in-flight work, counting finals that can no longer be delivered."""
+        for task in self._tasks:
+            task.cancel()
+
+    # -- audio -------------------------------------------------------------------------------
+
+    async def _on_audio(self, pcm: bytes) -> None:
+        data = self._odd_byte + pcm
+        cut = len(data) - len(data) % 2
+        self._odd_byte = data[cut:]
+        samples = pcm16_to_float32(data[:cut])
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        self._pending = np.concatenate((self._pending, samples)) if self._pending.size else samples
+        n_frames = len(self._pending) // FRAME_SAMPLES
+        if n_frames == 0:
+            return
+        frames = self._pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES).copy()
+        self._pending = self._pending[n_frames * FRAME_SAMPLES :]
+        probs = await self._vad.speech_probs(frames)
+        for frame, prob in zip(frames, probs, strict=True):
+            index = self._segmenter.frame
+            self._history.append((index, frame))
+            if self._utterance is not None:
+                self._utterance.frames.append((index, frame))
+            for event in self._segmenter.push(prob):
+                if isinstance(event, SpeechStarted):
+                    await self._start_utterance(event)
+                else:
+                    self._end_utterance(event)
+        self._maybe_partial()
+
+    async def _start_utterance(self, event: SpeechStarted) -> None:
+        self._count += 1
+        utterance = _Utterance(f"u{self._count}", event.start_frame)
+        utterance.frames = [(i, f) for i, f in self._history if i >= event.start_frame]
+        self._utterance = utterance
+        await self._emit(
+            {
+                "type": "speech_started",
+                "utterance_id": utterance.utterance_id,
+                "audio_start_ms": event.start_frame * FRAME_MS,
+            }
+        )
+
+    def _request(self, audio: npt.NDArray[np.float32]) -> TranscriptionRequest:
+        cfg = self.config
+        return TranscriptionRequest(
+            audio,
+            language=cfg.language,
+            use_itn=cfg.use_itn,
+            word_timestamps=cfg.word_timestamps,
+            known_emotion_only=cfg.known_emotion_only,
+        )
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- partials ----------------------------------------------------------------------------
+
+    def _maybe_partial(self) -> None:
+        utt = self._utterance
+        cfg = self.config
+        if utt is None or not cfg.interim_results or utt.partial_in_flight:
+            return
+        length = len(utt.frames)
+        if (
+            length * FRAME_MS < MIN_PARTIAL_MS
+            or (length - utt.partial_frames) * FRAME_MS < cfg.partial_interval_ms
+        ):
+            return
+        utt.partial_frames = length
+        utt.partial_in_flight = True
+        self._spawn(self._deliver_partial(utt, utt.audio(), utt.start_frame + length))
+
+    async def _deliver_partial(self, utt: _Utterance, audio: npt.NDArray[np.float32], end_frame: int) -> None:
+        requested = time.perf_counter()
+        try:
+            outcome = await self._batcher.submit(self._request(audio), is_final=False)
+        except EmosttError:
+            metrics.PARTIALS.labels("shed").inc()
+            return
+        finally:
+            utt.partial_in_flight = False
+        if utt.ended:
+            metrics.PARTIALS.labels("stale").inc()
+            return
+        if isinstance(outcome, Failed):
+            metrics.PARTIALS.labels("failed").inc()
+            return
+        await self._emit(
+            {
+                "type": "partial",
+                "utterance_id": utt.utterance_id,
+                "text": outcome.result.text,
+                "audio_start_ms": utt.start_frame * FRAME_MS,
+                "audio_end_ms": end_frame * FRAME_MS,
+            }
+        )
+        metrics.PARTIALS.labels("sent").inc()
+        metrics.PARTIAL_LATENCY_SECONDS.observe(time.perf_counter() - requested)
+
+    # -- finals ------------------------------------------------------------------------------
+
+    def _end_utterance(self, event: SpeechEnded) -> None:
+        utt = self._utterance
+        if utt is None:
+            return
+        self._utterance = None
+        utt.ended = True
+        audio = utt.audio(event.end_frame)
+        previous = self._last_final
+        self._last_final = self._spawn(
+            self._deliver_final(
+                utt, audio, event.end_frame, event.reason.value, time.perf_counter(), previous
+            )
+        )
+
+    async def _deliver_final(
+        self,
+        utt: _Utterance,
+        audio: npt.NDArray[np.float32],
+        end_frame: int,
+        reason: str,
+        endpoint_at: float,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        try:
+            outcome: Outcome = await self._batcher.submit(self._request(audio), is_final=True)
+        except EmosttError as exc:
+            outcome = Failed(exc.code, str(exc), exc.retryable)
+        except asyncio.CancelledError:
+            metrics.UTTERANCES.labels("client_gone").inc()
+            raise
+        if previous is not None:
+            await asyncio.shield(previous)  # finals leave in utterance order
+        if isinstance(outcome, Served):
+            await self._send_final(utt, outcome, end_frame, reason, endpoint_at)
+        else:
+            metrics.UTTERANCES.labels("error").inc()
+            metrics.ERRORS.labels(outcome.code).inc()
+            await self._emit(
+                {
+                    "type": "error",
+                    "code": outcome.code,
+                    "message": outcome.message,
+                    "retryable": outcome.retryable,
+                    "utterance_id": utt.utterance_id,
+                }
+            )
+
+    async def _send_final(
+        self, utt: _Utterance, served: Served, end_frame: int, reason: str, endpoint_at: float
+    ) -> None:
+        result = served.result
+        gating = self.config.gating.gating()
+        reasons = gate_reasons(result, gating)
+        for r in reasons:
+            metrics.GATED.labels(r).inc()
+        if reasons and gating.drop_gated:
+            metrics.UTTERANCES.labels("dropped_gated").inc()
+            return
+        body = result.to_dict()
+        body.pop("raw_text", None)
+        event = {
+            "type": "final",
+            "utterance_id": utt.utterance_id,
+            **body,
+            "gated": bool(reasons),
+            "gate_reasons": reasons,
+            "degraded": served.degraded,
+            "end_reason": reason,
+            "audio_start_ms": utt.start_frame * FRAME_MS,
+            "audio_end_ms": end_frame * FRAME_MS,
+            "latency_ms": round((time.perf_counter() - endpoint_at) * 1000, 1),
+        }
+        await self._emit(event)
+        metrics.ENDPOINT_TO_FINAL_SECONDS.observe(time.perf_counter() - endpoint_at)
+        metrics.UTTERANCES.labels("final").inc()

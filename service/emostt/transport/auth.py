@@ -1,0 +1,59 @@
+"""Handshake checks: device id, origin, token. Pure functions over what the handshake carries."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+SUBPROTOCOL = "emostt.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str  # metric label and error code
+    message: str
+
+
+def offered_subprotocols(header: str | None) -> list[str]:
+    return [p.strip() for p in (header or "").split(",") if p.strip()]
+
+
+def presented_token(
+    authorization: str | None, subprotocols: Sequence[str], query_token: str | None
+) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    for proto in subprotocols:
+        if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return proto[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    return query_token
+
+
+def check_handshake(
+    device_id: str,
+    origin: str | None,
+    token: str | None,
+    tokens: Mapping[str, str],
+    allowed_origins: Sequence[str],
+) -> Rejection | None:
+    if not DEVICE_ID.match(device_id):
+        return Rejection("invalid_device_id", "device_id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+    if allowed_origins and origin is not None and origin not in allowed_origins:
+        return Rejection("origin_not_allowed", "this Origin is not allowed")
+    if not tokens:
+        return None
+    if token is None:
+        return Rejection(
+            "unauthorized",
+            "a token is required (Authorization: Bearer, bearer.<token> subprotocol or ?token=)",
+        )
+    bound = next((device for known, device in tokens.items() if hmac.compare_digest(known, token)), None)
+    if bound is None:
+        return Rejection("unauthorized", "invalid token")
+    if bound not in ("*", device_id):
+        return Rejection("unauthorized", "this token is not valid for this device_id")
+    return None

@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Engine throughput benchmark: audio seconds transcribed per wall second.
+
+Runs the SenseVoice engine over batches of utterances of fixed length for each
+(precision, batch size, length) and reports real-time factor multiples. Use the ``full``
+random-weight model for SenseVoiceSmall's exact compute cost:
+
+    emostt model make-random /tmp/sv-full --size full
+    python tools/bench_engine.py --model /tmp/sv-full --precisions fp32 int8 --out docs/bench/engine-cpu.json
+
+On a CUDA machine: ``--device cuda --precisions fp32 fp16 bf16``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emostt.inference.engine import TranscriptionRequest
+from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    """Amplitude-modulated harmonic noise: costs the model exactly what speech of that length costs."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / 16000) / k for k in range(1, 6))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    return (0.1 * envelope * voiced + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}{gpu}"
+
+
+def measure(
+    engine: SenseVoiceEngine, batch: int, seconds: float, min_time: float, min_reps: int
+) -> dict[str, Any]:
+    requests = [TranscriptionRequest(speech_like(seconds, seed=i)) for i in range(batch)]
+    engine.transcribe(requests)  # warm-up: allocator, kernels, caches
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        engine.transcribe(requests)
+        times.append(time.perf_counter() - t0)
+    per_call = statistics.median(times)
+    return {
+        "batch": batch,
+        "seconds": seconds,
+        "calls": len(times),
+        "median_call_ms": round(per_call * 1000, 1),
+        "x_realtime": round(batch * seconds / per_call, 1),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lengths = sorted({r["seconds"] for r in rows})
+    lines = [
+        "| precision | batch | " + " | ".join(f"{s:g} s clips (x RT)" for s in lengths) + " |",
+        "|---|---|" + "---|" * len(lengths),
+    ]
+    for precision in dict.fromkeys(r["precision"] for r in rows):
+        for batch in sorted({r["batch"] for r in rows if r["precision"] == precision}):
+            cells = []
+            for s in lengths:
+                match = [
+                    r for r in rows if (r["precision"], r["batch"], r["seconds"]) == (precision, batch, s)
+                ]
+                cells.append(f"{match[0]['x_realtime']:.1f}" if match else "-")
+            lines.append(f"| {precision} | {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 16])
+    parser.add_argument("--lengths", nargs="+", type=float, default=[2.0, 5.0, 10.0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per cell")
+    parser.add_argument("--min-reps", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
+    args = parser.parse_args()
+
+    rows: list[dict[str, Any]] = []
+    for precision in args.precisions:
+        engine = SenseVoiceEngine.load(
+            args.model, EngineOptions(device=args.device, precision=precision, threads=args.threads)
+        )
+        for seconds in args.lengths:
+            for batch in args.batches:
+                row = {
+                    "precision": precision,
+                    **measure(engine, batch, seconds, args.min_time, args.min_reps),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        del engine
+    report = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "model": args.model,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+    print(f"\nmachine: {report['machine']}; torch threads {report['threads']}\n")
+    print(markdown(rows))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
