@@ -3,12 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1; then
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng sox prometheus >/dev/null
   else
-    echo "setup: espeak-ng and sox are needed for the speech tests (apt-get install espeak-ng sox)" >&2
+    echo "setup: espeak-ng, sox (speech tests) and promtool (metrics check) come from apt: apt-get install espeak-ng sox prometheus" >&2
   fi
 fi
 

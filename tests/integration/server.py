@@ -46,7 +46,12 @@ def running_server(settings: Settings, engine: Engine, fallback: Engine | None =
     port = free_port()
     app = create_app(settings, engine=engine, fallback=fallback)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws_max_size=settings.max_message_bytes, log_level="warning", lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        ws_max_size=settings.max_message_bytes,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -102,13 +107,17 @@ async def stream(
     subprotocols: list[str] | None = None,
     timeout: float = 120.0,
 ) -> Transcript:
-    """Send ``messages`` (or ``pcm`` in chunks), then ``close``, and collect every event until the server closes."""
+    """Send ``messages`` (or ``pcm`` in chunks), then ``close``; collect events until the server closes."""
     transcript = Transcript()
 
     async def run() -> None:
         async with connect(
-            url, additional_headers=headers, subprotocols=subprotocols, max_size=None,  # type: ignore[arg-type]
+            url,
+            additional_headers=headers,
+            subprotocols=subprotocols,
+            max_size=None,  # type: ignore[arg-type]
         ) as ws:
+
             async def reader() -> None:
                 try:
                     async for raw in ws:

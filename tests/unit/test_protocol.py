@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from emostt.streaming.protocol import (
+    Audio,
+    Configure,
+    Control,
+    InvalidConfigError,
+    ProtocolError,
+    SessionConfig,
+    UnknownMessageError,
+    parse_text,
+)
+
+
+def test_audio_formats() -> None:
+    assert parse_text('{"audio": "0001ff7f"}') == Audio(b"\x00\x01\xff\x7f")
+    data = base64.b64encode(b"\x01\x02").decode()
+    assert parse_text(f'{{"type": "audio", "data": "{data}"}}') == Audio(b"\x01\x02")
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("{nope", ProtocolError, "JSON"),
+        ("[1, 2]", ProtocolError, "objects"),
+        ('{"type": "sing"}', UnknownMessageError, "unknown message type 'sing'"),
+        ('{"audio": "xyz"}', ProtocolError, "hex"),
+        ('{"audio": 5}', ProtocolError, "hex string"),
+        ('{"type": "audio", "data": "!!"}', ProtocolError, "base64"),
+        ('{"type": "config", "sample_rate": 8000}', InvalidConfigError, "fixed when the session opens"),
+    ],
+)
+def test_bad_messages(text: str, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        parse_text(text)
+
+
+def test_controls_and_config() -> None:
+    assert parse_text('{"type": "finalize"}') == Control("finalize")
+    assert parse_text('{"type": "close"}') == Control("close")
+    assert parse_text('{"type": "config", "language": "en"}') == Configure({"language": "en"})
+
+
+def test_config_merges_nested_fields_and_validates() -> None:
+    config = SessionConfig()
+    updated = config.updated({"vad": {"silence_duration_ms": 200}, "gating": {"min_confidence": 0.4}})
+    assert updated.vad.silence_duration_ms == 200 and updated.vad.threshold == config.vad.threshold
+    assert updated.gating.min_confidence == 0.4
+    with pytest.raises(InvalidConfigError, match=r"vad\.max_utterance_ms"):
+        config.updated({"vad": {"max_utterance_ms": 60_000}})
+    with pytest.raises(InvalidConfigError, match="language must be one of"):
+        config.updated({"language": "klingon"})
+    with pytest.raises(InvalidConfigError, match="colour"):
+        config.updated({"colour": "blue"})
+    assert config.vad.silence_duration_ms == 500  # the original is untouched
