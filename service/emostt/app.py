@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI
 
 from emostt.batching.batcher import Batcher, BatcherConfig
@@ -52,6 +54,17 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
     return primary, fallback
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn closes WebSockets before the app's shutdown runs; drain the sessions first."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        state: AppState | None = getattr(getattr(app, "state", None), "emostt", None)
+        if state is not None:
+            await state.drain(state.settings.drain_timeout_s)
+        await super().shutdown(sockets)
+
+
 def create_app(settings: Settings, engine: Engine | None = None, fallback: Engine | None = None) -> FastAPI:
     """Tests pass engines in (fault injection); otherwise they are loaded from ``settings``."""
     state = AppState(settings)
@@ -85,7 +98,7 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
         try:
             yield
         finally:
-            state.draining = True
+            await state.drain(settings.drain_timeout_s)
             await asyncio.to_thread(state.batcher.stop)
 
     app = FastAPI(title="emostt", lifespan=lifespan)

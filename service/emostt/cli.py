@@ -107,7 +107,7 @@ def cmd_make_random(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from emostt.app import create_app
+    from emostt.app import DrainingServer, create_app
     from emostt.config import Settings
     from emostt.observability.logging import configure
 
@@ -127,7 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     settings = Settings(**overrides)
     configure(json_logs=settings.log_json)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -135,8 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_config=None,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 10,
     )
+    DrainingServer(config).run()
     return 0
 
 

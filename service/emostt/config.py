@@ -90,4 +90,7 @@ class Settings(EngineSettings):
         default_factory=dict,
         description="Defaults for every session's config (same shape as the config message).",
     )
+    drain_timeout_s: float = Field(
+        20.0, description="On shutdown, time given to open sessions to get their finals."
+    )
     log_json: bool = Field(True, description="Structured JSON logs on stderr.")

@@ -18,7 +18,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from emostt.app import create_app
+from emostt.app import DrainingServer, create_app
 from emostt.config import Settings
 from emostt.inference.engine import Engine
 
@@ -33,6 +33,11 @@ def free_port() -> int:
 class Server:
     base: str
     settings: Settings
+    uvicorn_server: uvicorn.Server
+
+    def begin_shutdown(self) -> None:
+        """What SIGTERM does: uvicorn stops, after the app drains its sessions."""
+        self.uvicorn_server.should_exit = True
 
     def ws_url(self, device_id: str = "robot-1", query: str = "") -> str:
         return f"ws://{self.base}/ws/stt/{device_id}" + (f"?{query}" if query else "")
@@ -53,7 +58,7 @@ def running_server(settings: Settings, engine: Engine, fallback: Engine | None =
         log_level="warning",
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -62,7 +67,7 @@ def running_server(settings: Settings, engine: Engine, fallback: Engine | None =
             raise RuntimeError("server did not start")
         time.sleep(0.05)
     try:
-        yield Server(f"127.0.0.1:{port}", settings)
+        yield Server(f"127.0.0.1:{port}", settings, server)
     finally:
         server.should_exit = True
         thread.join(30)

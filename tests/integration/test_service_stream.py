@@ -7,11 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import soxr
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from emostt.inference.rich_tokens import EMOTION_TOKENS, LANGUAGE_TOKENS
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from tests.integration.faults import FaultyEngine
 from tests.integration.server import Server, pcm16, running_server, service_settings, stream
 
 FINAL_FIELDS = {
@@ -131,3 +135,34 @@ def test_config_message_applies_and_is_echoed(server: Server, speech_with_pauses
     for final in transcript.of("final"):
         assert "unknown" not in final["emotion"]["scores"]
         assert isinstance(final["words"], list)
+
+
+def test_shutdown_drains_sessions_with_their_finals(
+    tiny_model_dir: Path, speech_with_pauses: np.ndarray
+) -> None:
+    engine = SenseVoiceEngine.load(str(tiny_model_dir), EngineOptions(device="cpu", precision="fp32"))
+    pcm = pcm16(speech_with_pauses[: 8000 + 12000])  # stops mid-phrase: the utterance is still open
+
+    async def scenario(srv: Server) -> tuple[list[dict], int | None, int]:
+        async with connect(srv.ws_url()) as ws:
+            events = [orjson.loads(await ws.recv())]
+            await ws.send(pcm)
+            while events[-1]["type"] != "speech_started":
+                events.append(orjson.loads(await ws.recv()))
+            srv.begin_shutdown()
+            await asyncio.sleep(0.3)
+            ready_status = await asyncio.to_thread(lambda: srv.get("/readyz").status_code)
+            try:
+                async for raw in ws:
+                    events.append(orjson.loads(raw))
+            except ConnectionClosed:
+                pass
+            return events, ws.close_code, ready_status
+
+    slow = FaultyEngine(engine, delay_s=1.5)  # the final is still being computed while we probe readiness
+    with running_server(service_settings(), slow) as srv:
+        events, code, ready_status = asyncio.run(scenario(srv))
+    assert ready_status == 503, "readiness fails as soon as draining starts"
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 1 and finals[0]["end_reason"] == "finalize"
+    assert code == 1012

@@ -68,21 +68,21 @@ def ended(emitted: Sequence[Emitted]) -> list[SpeechEnded]:
     return [e.event for e in emitted if isinstance(e.event, SpeechEnded)]
 
 
-def frames(cfg: EndpointConfig, ms: int) -> int:
+def frames(ms: int) -> int:
     return math.ceil(ms / FRAME_MS)
 
 
 def onset_frames(cfg: EndpointConfig) -> int:
     """Frames at/above threshold needed to start an utterance (at least the triggering one)."""
-    return max(frames(cfg, cfg.min_speech_ms), 1)
+    return max(frames(cfg.min_speech_ms), 1)
 
 
 def silence_frames(cfg: EndpointConfig) -> int:
-    return max(frames(cfg, cfg.silence_duration_ms), 1)
+    return max(frames(cfg.silence_duration_ms), 1)
 
 
 def trail_frames(cfg: EndpointConfig) -> int:
-    return frames(cfg, min(cfg.prefix_padding_ms, 200))
+    return frames(min(cfg.prefix_padding_ms, 200))
 
 
 def level(cfg: EndpointConfig, kind: str, u: float) -> float:
@@ -144,9 +144,9 @@ def patterns(
         {
             onset_frames(cfg),
             silence_frames(cfg),
-            frames(cfg, cfg.prefix_padding_ms),
+            frames(cfg.prefix_padding_ms),
             trail_frames(cfg),
-            frames(cfg, cfg.max_utterance_ms),
+            frames(cfg.max_utterance_ms),
         }
     )
     near = st.tuples(st.sampled_from(key), st.integers(min_value=-2, max_value=2)).map(
@@ -223,7 +223,7 @@ def test_every_utterance_contains_non_silent_audio(scenario: tuple[EndpointConfi
 @example((EndpointConfig(), [0.9] + [0.4] * 700 + [0.9] * 3))  # see test_bug_in_between_frames_...
 def test_no_utterance_exceeds_max_length(scenario: tuple[EndpointConfig, list[float]]) -> None:
     cfg, probs = scenario
-    limit = frames(cfg, cfg.max_utterance_ms)
+    limit = frames(cfg.max_utterance_ms)
     for utt in ended(run(cfg, probs, finalize=True)):
         assert utt.end_frame - utt.start_frame <= limit, f"{utt} longer than {limit} frames"
 
@@ -238,8 +238,8 @@ def test_no_utterance_exceeds_max_length(scenario: tuple[EndpointConfig, list[fl
 def test_continuous_speech_is_cut_into_consecutive_max_length_pieces(
     cfg: EndpointConfig, lead: int, length: int, u: float
 ) -> None:
-    limit = frames(cfg, cfg.max_utterance_ms)
-    first = max(lead - frames(cfg, cfg.prefix_padding_ms), 0)
+    limit = frames(cfg.max_utterance_ms)
+    first = max(lead - frames(cfg.prefix_padding_ms), 0)
     if (lead + length - first) % limit == 0:
         length += 1  # end with speech after a cut, so the continuation has begun
     probs = [0.0] * lead + [level(cfg, SPEECH, u)] * length
@@ -303,7 +303,7 @@ def test_silence_shorter_than_silence_duration_never_ends_utterance(
     case: tuple[EndpointConfig, int, int, int, int, list[float]],
 ) -> None:
     cfg, lead, _speech, _pause, _tail, probs = case
-    start = max(lead - frames(cfg, cfg.prefix_padding_ms), 0)
+    start = max(lead - frames(cfg.prefix_padding_ms), 0)
     assert [e.event for e in run(cfg, probs, finalize=True)] == [
         SpeechStarted(start),
         SpeechEnded(start, len(probs), EndReason.FINALIZE),
@@ -315,9 +315,9 @@ def test_silence_shorter_than_silence_duration_never_ends_utterance(
 def test_silence_of_silence_duration_ends_utterance_keeping_bounded_trail(
     case: tuple[EndpointConfig, int, int, int, int, list[float]],
 ) -> None:
-    cfg, lead, speech, _pause, _tail, probs = case
+    cfg, lead, speech, pause, tail, probs = case
     emitted = run(cfg, probs)
-    start = max(lead - frames(cfg, cfg.prefix_padding_ms), 0)
+    start = max(lead - frames(cfg.prefix_padding_ms), 0)
     first_silent = lead + speech
     assert emitted[0] == Emitted(lead + onset_frames(cfg), SpeechStarted(start))
     end = emitted[1]
@@ -331,6 +331,15 @@ def test_silence_of_silence_duration_ends_utterance_keeping_bounded_trail(
     assert end.event == SpeechEnded(
         start, first_silent + min(silence_frames(cfg), trail_frames(cfg)), EndReason.SILENCE
     )
+    # The speech after the pause needs a full onset of its own to start the next utterance.
+    resumed = first_silent + pause
+    rest = emitted[2:]
+    if tail < onset_frames(cfg):
+        assert rest == []
+    else:
+        assert [e.pushed for e in rest] == [resumed + onset_frames(cfg)]
+        assert isinstance(rest[0].event, SpeechStarted)
+        assert resumed - frames(cfg.prefix_padding_ms) <= rest[0].event.start_frame <= resumed
 
 
 def test_default_config_end_of_turn_timing() -> None:
@@ -406,7 +415,7 @@ def test_speech_of_min_speech_starts_with_prefix_padding(
     probs = [level(cfg, SILENCE, u_sil)] * lead + [level(cfg, SPEECH, u_sp)] * (onset + extra)
     emitted = run(cfg, probs)
     # Started exactly on the frame completing min_speech, reaching back prefix_padding (clamped at 0).
-    start = max(lead - frames(cfg, cfg.prefix_padding_ms), 0)
+    start = max(lead - frames(cfg.prefix_padding_ms), 0)
     assert emitted[0] == Emitted(lead + onset, SpeechStarted(start))
     # One frame fewer and nothing starts.
     assert run(cfg, probs[: lead + onset - 1]) == []
@@ -458,15 +467,20 @@ def test_in_between_probabilities_never_count_as_silence_in_speech(
     emitted = feed(seg, probs)
     assert emitted[0].event == SpeechStarted(0)
     assert all(u.reason is EndReason.MAX_LENGTH for u in ended(emitted))
+    # Still in speech, or cut on the very last frame (the next utterance opens on the next frame).
+    last_end = ended(emitted)[-1].end_frame if ended(emitted) else None
+    assert seg.in_speech or last_end == len(probs)
+    feed(seg, [level(cfg, MID, 0.5)])
     assert seg.in_speech
 
 
-def test_in_between_frames_between_blips_keep_the_onset_candidate() -> None:
-    # Hysteresis as in Silero: frames in [negative_threshold, threshold) neither start speech
-    # nor reset a speech run that has begun, so blip, 0.4, blip reaches the 3-frame onset.
+def test_an_onset_needs_consecutive_speech_frames() -> None:
+    # Any frame below threshold breaks an onset run, so a pending start can never reach far
+    # back; hysteresis applies once speech has started.
     cfg = EndpointConfig(threshold=0.5, prefix_padding_ms=0, min_speech_ms=96)
-    assert [e.event for e in run(cfg, [0.9, 0.4, 0.9])] == [SpeechStarted(0)]
-    assert run(cfg, [0.9, 0.1, 0.9]) == []  # real silence resets it
+    assert run(cfg, [0.9, 0.4, 0.9]) == []
+    assert run(cfg, [0.9, 0.1, 0.9]) == []
+    assert [e.event for e in run(cfg, [0.4, 0.9, 0.9, 0.9])] == [SpeechStarted(1)]
 
 
 # --------------------------------------------------------------------------- 6. finalize

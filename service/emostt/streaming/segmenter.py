@@ -37,7 +37,7 @@ class EndpointConfig:
 
     @property
     def negative_threshold(self) -> float:
-        return max(self.threshold - 0.15, 0.01)
+        return max(self.threshold - 0.15, self.threshold / 2)
 
     def frames(self, ms: int) -> int:
         return -(-ms // FRAME_MS)
@@ -65,7 +65,11 @@ SegmentEvent = SpeechStarted | SpeechEnded
 
 
 class Segmenter:
-    """Feed ``push(prob)`` once per frame; ``finalize()`` ends the current utterance now."""
+    """Feed ``push(prob)`` once per frame; ``finalize()`` ends the current utterance now.
+
+    Invariants: utterances never overlap, never exceed ``max_utterance_ms``, and every one
+    holds at least one non-silent frame.
+    """
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
@@ -73,6 +77,8 @@ class Segmenter:
         self._start: int | None = None  # utterance start (padding included), when in speech
         self._candidate: int | None = None  # first frame of a speech run not yet long enough
         self._silence_run = 0
+        self._last_end = 0  # utterances start at or after the previous one's end
+        self._resume = False  # a max-length cut happened; speech that goes on starts the next utterance
 
     @property
     def in_speech(self) -> bool:
@@ -86,42 +92,63 @@ class Segmenter:
         self.config = config
 
     def push(self, prob: float) -> list[SegmentEvent]:
-        cfg = self.config
         index = self.frame
         self.frame += 1
-        events: list[SegmentEvent] = []
         if self._start is None:
-            if prob >= cfg.threshold:
-                if self._candidate is None:
-                    self._candidate = index
-                if index - self._candidate + 1 >= cfg.frames(cfg.min_speech_ms):
-                    self._start = max(self._candidate - cfg.frames(cfg.prefix_padding_ms), 0)
-                    self._silence_run = 0
-                    events.append(SpeechStarted(self._start))
-            elif prob < cfg.negative_threshold:
-                self._candidate = None
-            return events
+            return self._push_idle(index, prob)
+        return self._push_speech(index, prob)
+
+    def _push_idle(self, index: int, prob: float) -> list[SegmentEvent]:
+        cfg = self.config
+        if self._resume:
+            self._resume = False
+            if prob >= cfg.negative_threshold:  # speech goes on across a max-length cut
+                return [self._begin(index)]
+        if prob < cfg.threshold:
+            # An onset is min_speech_ms of consecutive speech frames.
+            self._candidate = None
+            return []
+        if self._candidate is None:
+            self._candidate = index
+        if index - self._candidate + 1 < cfg.frames(cfg.min_speech_ms):
+            return []
+        # Padding reaches back, but not into the previous utterance nor past the length limit.
+        start = max(self._candidate - cfg.frames(cfg.prefix_padding_ms), self._last_end, 0)
+        start = max(start, index + 2 - cfg.frames(cfg.max_utterance_ms))
+        return [self._begin(min(start, index))]
+
+    def _push_speech(self, index: int, prob: float) -> list[SegmentEvent]:
+        cfg = self.config
+        assert self._start is not None
         self._silence_run = self._silence_run + 1 if prob < cfg.negative_threshold else 0
         end = index + 1
         if self._silence_run >= max(cfg.frames(cfg.silence_duration_ms), 1):
             # Keep a little trailing silence (as prefix padding does at the start) but not all of it.
             trail = min(self._silence_run, cfg.frames(min(cfg.prefix_padding_ms, 200)))
-            events.append(self._end(end - self._silence_run + trail, EndReason.SILENCE))
-        elif end - self._start >= cfg.frames(cfg.max_utterance_ms):
-            events.append(self._end(end, EndReason.MAX_LENGTH))
-            # Speech goes on: the next utterance starts right here, without a new onset.
-            self._start, self._candidate = end, end
-            events.append(SpeechStarted(end))
-        return events
+            return [self._end(end - self._silence_run + trail, EndReason.SILENCE)]
+        if end - self._start >= cfg.frames(cfg.max_utterance_ms):
+            event = self._end(end, EndReason.MAX_LENGTH)
+            self._resume = True
+            return [event]
+        return []
 
     def finalize(self) -> list[SegmentEvent]:
+        self._candidate = None
+        self._resume = False
         if self._start is None:
             return []
         return [self._end(self.frame, EndReason.FINALIZE)]
 
+    def _begin(self, start: int) -> SpeechStarted:
+        self._start = start
+        self._candidate = None
+        self._silence_run = 0
+        return SpeechStarted(start)
+
     def _end(self, end: int, reason: EndReason) -> SpeechEnded:
         assert self._start is not None
         event = SpeechEnded(self._start, max(end, self._start + 1), reason)
+        self._last_end = event.end_frame
         self._start = None
         self._candidate = None
         self._silence_run = 0

@@ -230,17 +230,15 @@ class Session:
         previous: asyncio.Task[None] | None,
     ) -> None:
         try:
-            outcome: Outcome = await self._batcher.submit(self._request(audio), is_final=True)
-        except EmosttError as exc:
-            outcome = Failed(exc.code, str(exc), exc.retryable)
-        except asyncio.CancelledError:
-            metrics.UTTERANCES.labels("client_gone").inc()
-            raise
-        if previous is not None:
-            await asyncio.shield(previous)  # finals leave in utterance order
-        if isinstance(outcome, Served):
-            await self._send_final(utt, outcome, end_frame, reason, endpoint_at)
-        else:
+            try:
+                outcome: Outcome = await self._batcher.submit(self._request(audio), is_final=True)
+            except EmosttError as exc:
+                outcome = Failed(exc.code, str(exc), exc.retryable)
+            if previous is not None:
+                await asyncio.shield(previous)  # finals leave in utterance order
+            if isinstance(outcome, Served):
+                await self._send_final(utt, outcome, end_frame, reason, endpoint_at)
+                return
             metrics.UTTERANCES.labels("error").inc()
             metrics.ERRORS.labels(outcome.code).inc()
             await self._emit(
@@ -252,6 +250,10 @@ class Session:
                     "utterance_id": utt.utterance_id,
                 }
             )
+        except asyncio.CancelledError:
+            # The client went away before this utterance's result could be sent.
+            metrics.UTTERANCES.labels("client_gone").inc()
+            raise
 
     async def _send_final(
         self, utt: _Utterance, served: Served, end_frame: int, reason: str, endpoint_at: float

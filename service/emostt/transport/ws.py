@@ -60,6 +60,13 @@ class Connection:
         self._seq = 0
         self._send_lock = asyncio.Lock()
         self._open = True
+        self.draining = False
+        self.queue: asyncio.Queue[Command] = asyncio.Queue(state.settings.receive_queue_size)
+
+    def drain(self) -> None:
+        self.draining = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(Control("close"))
 
     async def emit(self, event: dict[str, Any]) -> None:
         async with self._send_lock:
@@ -129,7 +136,7 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
         return
 
     await websocket.accept(subprotocol=conn._subprotocol())
-    state.connections.add(conn.session_id)
+    state.connections[conn.session_id] = conn
     metrics.ACTIVE_SESSIONS.set(len(state.connections))
     session = Session(conn.session_id, state.batcher, conn.emit, config)
     log.info("session opened", extra={"session_id": conn.session_id, "device_id": device_id})
@@ -149,19 +156,18 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
         await conn.close(code, reason)
     finally:
         session.abort()
-        state.connections.discard(conn.session_id)
+        state.connections.pop(conn.session_id, None)
         metrics.ACTIVE_SESSIONS.set(len(state.connections))
         log.info("session closed", extra={"session_id": conn.session_id})
 
 
 async def _serve(conn: Connection, session: Session) -> tuple[int, str]:
     """Run the receive loop and the consumer; return the close code and reason."""
-    settings = conn.state.settings
-    queue: asyncio.Queue[Command] = asyncio.Queue(settings.receive_queue_size)
+    queue = conn.queue
     consumer = asyncio.create_task(_consume(conn, session, queue))
     try:
         await _receive(conn, queue, consumer)
-        return CLOSE_NORMAL, "closed"
+        return (CLOSE_RESTART, "server restarting") if conn.draining else (CLOSE_NORMAL, "closed")
     except _CloseSession as closing:
         if closing.error:
             await conn.error(closing.error, closing.message)
