@@ -77,6 +77,28 @@ def measure(
     }
 
 
+def measure_generate(model_dir: str, seconds: float, count: int, device: str) -> dict[str, Any]:
+    """The way SenseVoice's own api.py serves: one ``AutoModel.generate()`` call per utterance."""
+    from emostt.inference.funasr_import import auto_model_class, stdout_to_stderr
+
+    with stdout_to_stderr():
+        model = auto_model_class()(model=model_dir, device=device, disable_update=True, disable_pbar=True)
+        audios = [speech_like(seconds, seed=i) for i in range(count)]
+        model.generate(input=audios[0], language="auto", use_itn=True)  # warm-up
+        t0 = time.perf_counter()
+        for audio in audios:
+            model.generate(input=audio, language="auto", use_itn=True)
+        elapsed = time.perf_counter() - t0
+    return {
+        "precision": "generate() per utterance (fp32)",
+        "batch": 1,
+        "seconds": seconds,
+        "calls": count,
+        "median_call_ms": round(elapsed / count * 1000, 1),
+        "x_realtime": round(count * seconds / elapsed, 1),
+    }
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lengths = sorted({r["seconds"] for r in rows})
     lines = [
@@ -108,9 +130,20 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per cell")
     parser.add_argument("--min-reps", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
+    parser.add_argument(
+        "--baseline",
+        type=int,
+        default=0,
+        help="also time N utterances through AutoModel.generate() one by one",
+    )
     args = parser.parse_args()
 
     rows: list[dict[str, Any]] = []
+    if args.baseline:
+        for seconds in args.lengths:
+            row = measure_generate(args.model, seconds, args.baseline, args.device)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     for precision in args.precisions:
         engine = SenseVoiceEngine.load(
             args.model, EngineOptions(device=args.device, precision=precision, threads=args.threads)

@@ -36,7 +36,7 @@ generator did, not what a listener would perceive:
   ``event_unk`` (coloured noise alone, from barely audible to clearly audible). Clips
   without speech have language ``nospeech`` and emotion ``unknown``.
 
-Splits: ``train`` uses twelve espeak-ng voice variants and five base speaking rates;
+Splits: ``train`` uses eighteen espeak-ng voice variants and seven base speaking rates;
 ``heldout`` uses four other variants and four other rates, so it measures generalisation
 to unseen (synthetic) speakers and tempos, not to real speech.
 
@@ -185,9 +185,15 @@ TRAIN_VARIANTS: dict[str, str] = {
     "klatt2": "en",
     "klatt4": "en-us",
     "Andy": "en",
+    "Annie": "en-us",
+    "linda": "en",
+    "belinda": "en-us",
+    "Alicia": "en",
+    "Mike": "en-us",
+    "Gene": "en",
 }
 HELDOUT_VARIANTS: dict[str, str] = {"m2": "en-us", "m5": "en", "f3": "en", "f5": "en-us"}
-TRAIN_SPEEDS = (145, 160, 175, 190, 205)
+TRAIN_SPEEDS = (128, 145, 160, 175, 190, 205, 228)
 HELDOUT_SPEEDS = (138, 168, 198, 215)
 
 # Fraction (in tenths) of speech specs that get an extra copy mixed over music.

@@ -8,7 +8,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 
 VAD_SECONDS = Histogram(
-    "emostt_vad_seconds", "VAD compute time per received audio chunk.", buckets=LATENCY_BUCKETS
+    "emostt_vad_seconds",
+    "From a received audio chunk to its speech probabilities (batched across sessions).",
+    buckets=LATENCY_BUCKETS,
 )
 QUEUE_WAIT_SECONDS = Histogram(
     "emostt_queue_wait_seconds",

@@ -29,7 +29,7 @@ from emostt.policy.gating import gate_reasons
 from emostt.policy.retry import Failed, Outcome, Served
 from emostt.streaming.protocol import Audio, Command, Configure, Control, SessionConfig
 from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES, Segmenter, SpeechEnded, SpeechStarted
-from emostt.streaming.vad import StreamVad
+from emostt.streaming.vad import VadBatcher, VadStream, shared_vad
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,20 @@ class _Utterance:
 
 
 class Session:
-    def __init__(self, session_id: str, batcher: Batcher, emit: Emit, config: SessionConfig) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        batcher: Batcher,
+        emit: Emit,
+        config: SessionConfig,
+        vad: VadBatcher | None = None,
+    ) -> None:
         self.session_id = session_id
         self.config = config
         self._batcher = batcher
         self._emit = emit
-        self._vad = StreamVad()
+        self._vad = vad or shared_vad()
+        self._vad_stream = VadStream()
         self._segmenter = Segmenter(config.vad.endpoint())
         self._resampler = (
             soxr.ResampleStream(config.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
@@ -118,7 +126,7 @@ class Session:
             return
         frames = self._pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES).copy()
         self._pending = self._pending[n_frames * FRAME_SAMPLES :]
-        probs = await self._vad.speech_probs(frames)
+        probs = await self._vad.speech_probs(self._vad_stream, frames)
         for frame, prob in zip(frames, probs, strict=True):
             index = self._segmenter.frame
             self._history.append((index, frame))

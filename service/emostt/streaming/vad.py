@@ -1,14 +1,20 @@
-"""Silero VAD (weights ship inside the ``silero-vad`` package): speech probability per 32 ms frame.
+"""Silero VAD, batched across every session: speech probability per 32 ms frame.
 
-Each session owns a ``StreamVad`` (the model keeps recurrent state between frames). All VAD
-compute runs on one shared worker thread, never on the event loop.
+The ONNX build of Silero VAD (shipped inside the ``silero-vad`` package) takes its recurrent
+state as an input, so frames from many sessions run as one batch while each session keeps
+its own state. One process-wide thread owns the ONNX session; sessions await futures.
+
+Concurrency: a ``VadStream`` has at most one request in flight (its session awaits each
+one), so its frames are processed in order; only the VAD thread touches stream state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,35 +23,121 @@ import numpy.typing as npt
 from emostt.observability import metrics
 from emostt.streaming.segmenter import FRAME_SAMPLES
 
-_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emostt-vad")
+CONTEXT_SAMPLES = 64  # Silero VAD at 16 kHz sees the previous 64 samples with each frame
+STATE_SHAPE = (2, 1, 128)
+
+FloatArray = npt.NDArray[np.float32]
 
 
-def _init_thread() -> None:
-    import torch
+def _model_path() -> Path:
+    import silero_vad
 
-    torch.set_num_threads(1)
-
-
-_executor.submit(_init_thread)
+    return Path(silero_vad.__file__).resolve().parent / "data" / "silero_vad.onnx"
 
 
-class StreamVad:
-    def __init__(self) -> None:
-        self._model: Any = None
+@dataclass
+class VadStream:
+    """One session's recurrent state."""
 
-    def _probs(self, frames: npt.NDArray[np.float32]) -> list[float]:
-        import torch
-        from silero_vad import load_silero_vad
+    state: FloatArray = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
+    context: FloatArray = field(default_factory=lambda: np.zeros(CONTEXT_SAMPLES, dtype=np.float32))
 
-        if self._model is None:
-            self._model = load_silero_vad()
-        with torch.inference_mode():
-            return [float(self._model(torch.from_numpy(f), 16_000).item()) for f in frames]
 
-    async def speech_probs(self, frames: npt.NDArray[np.float32]) -> list[float]:
-        """Probabilities for consecutive frames, shape (n, FRAME_SAMPLES)."""
+@dataclass
+class _Request:
+    stream: VadStream
+    frames: FloatArray
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[float]]
+    probs: list[float] = field(default_factory=list)
+
+
+class VadBatcher:
+    def __init__(self, max_batch: int = 256) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session: Any = ort.InferenceSession(
+            str(_model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._max_batch = max_batch
+        self._pending: list[_Request] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="emostt-vad", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(10)
+
+    async def speech_probs(self, stream: VadStream, frames: FloatArray) -> list[float]:
+        """Probabilities for consecutive frames of one stream, shape (n, FRAME_SAMPLES)."""
         assert frames.ndim == 2 and frames.shape[1] == FRAME_SAMPLES
+        loop = asyncio.get_running_loop()
+        request = _Request(stream, frames, loop, loop.create_future())
         started = time.perf_counter()
-        probs = await asyncio.get_running_loop().run_in_executor(_executor, self._probs, frames)
+        with self._cond:
+            self._pending.append(request)
+            self._cond.notify()
+        probs = await request.future
         metrics.VAD_SECONDS.observe(time.perf_counter() - started)
         return probs
+
+    def run_batch(self, streams: list[VadStream], frames: FloatArray) -> FloatArray:
+        """One frame per stream: (B, FRAME_SAMPLES) -> (B,) probabilities; updates each stream."""
+        contexts = np.stack([s.context for s in streams])
+        states = np.concatenate([s.state for s in streams], axis=1)
+        out, new_states = self._session.run(
+            None,
+            {
+                "input": np.concatenate((contexts, frames), axis=1),
+                "state": states,
+                "sr": np.array(16_000, dtype=np.int64),
+            },
+        )
+        for i, stream in enumerate(streams):
+            stream.state = np.ascontiguousarray(new_states[:, i : i + 1])
+            stream.context = frames[i, -CONTEXT_SAMPLES:].copy()
+        return np.asarray(out[:, 0], dtype=np.float32)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._pending:
+                    return
+                requests, self._pending = self._pending, []
+            # Round r runs the r-th frame of every request that has one, so each stream stays in order.
+            for r in range(max(len(q.frames) for q in requests)):
+                active = [q for q in requests if len(q.frames) > r]
+                for lo in range(0, len(active), self._max_batch):
+                    group = active[lo : lo + self._max_batch]
+                    probs = self.run_batch([q.stream for q in group], np.stack([q.frames[r] for q in group]))
+                    for q, p in zip(group, probs, strict=True):
+                        q.probs.append(float(p))
+            for q in requests:
+                q.loop.call_soon_threadsafe(_resolve, q.future, q.probs)
+
+
+def _resolve(future: asyncio.Future[list[float]], probs: list[float]) -> None:
+    if not future.done():
+        future.set_result(probs)
+
+
+_shared: VadBatcher | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_vad() -> VadBatcher:
+    """The process-wide VAD batcher, started on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = VadBatcher()
+        return _shared

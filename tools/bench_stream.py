@@ -1,0 +1,298 @@
+#!/usr/bin/env python
+"""Streaming load benchmark: N simulated devices on real WebSockets against a real server process.
+
+Each device streams espeak-ng phrases (held-out voices of tools/demo_data.py, several voices
+and speeds) separated by 0.8-1.6 s of silence, in 100 ms PCM frames paced to real time, for
+a fixed duration, then closes. Reported per run:
+
+- endpoint-to-final latency (server clock: the endpoint decision to the final being sent),
+  p50/p95/p99; and the device's view, end of speech audio to the final arriving, which also
+  holds the endpointing silence (``silence_duration_ms``);
+- partial lag (live audio to the partial arriving), p50/p95;
+- whether any stream fell behind real time (a final arriving more than 2 s after its
+  endpoint would have been due, or an utterance without its final);
+- engine batch sizes, audio seconds transcribed per wall second, server CPU and RSS.
+
+    python tools/bench_stream.py --model /tmp/sv-full --sessions 4 8 16 --duration 60 \
+        --batching on off --out docs/bench/stream-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_data
+
+FRAME_S = 0.1
+SILENCE_MS = 500
+
+
+@dataclass
+class DeviceLog:
+    finals: list[dict[str, Any]] = field(default_factory=list)
+    device_latency_s: list[float] = field(default_factory=list)
+    partial_lag_s: list[float] = field(default_factory=list)
+    utterances_sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_stream(pool: list[np.ndarray], seconds: float, rng: random.Random) -> tuple[bytes, int]:
+    parts, total, count = [np.zeros(8000, dtype=np.float32)], 0.5, 0
+    while total < seconds:
+        clip = pool[rng.randrange(len(pool))]
+        gap = np.zeros(int(rng.uniform(0.8, 1.6) * 16000), dtype=np.float32)
+        parts += [clip, gap]
+        total += (len(clip) + len(gap)) / 16000
+        count += 1
+    audio = np.concatenate(parts)
+    return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes(), count
+
+
+async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog) -> None:
+    step = int(16000 * FRAME_S) * 2
+    log.utterances_sent = utterances
+    async with connect(url, max_size=None) as ws:
+        await ws.recv()  # ready
+        started = time.perf_counter()
+
+        async def sender() -> None:
+            for k, i in enumerate(range(0, len(pcm), step)):
+                # Absolute schedule: a slow send never makes the device drift behind real time.
+                await asyncio.sleep(max(started + k * FRAME_S - time.perf_counter(), 0))
+                await ws.send(pcm[i : i + step])
+            await ws.send('{"type": "close"}')
+
+        task = asyncio.create_task(sender())
+        async for raw in ws:
+            event = orjson.loads(raw)
+            now = time.perf_counter() - started
+            if event["type"] == "final":
+                log.finals.append(event)
+                log.device_latency_s.append(now - event["audio_end_ms"] / 1000)
+            elif event["type"] == "partial":
+                log.partial_lag_s.append(now - event["audio_end_ms"] / 1000)
+            elif event["type"] == "error":
+                log.errors.append(event["code"])
+        await task
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(values, q))
+
+
+def proc_usage(pid: int) -> tuple[float, float]:
+    """CPU seconds (user+system) and RSS in MiB of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = (
+        next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS")
+        )
+        / 1024
+    )
+    return cpu, rss
+
+
+def batch_sizes(base: str) -> dict[str, float]:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "emostt_batch_size":
+            samples = {s.name: s.value for s in family.samples if not s.labels.get("le")}
+            count = samples.get("emostt_batch_size_count", 0.0)
+            return {
+                "batches": count,
+                "mean": samples.get("emostt_batch_size_sum", 0.0) / count if count else 0.0,
+            }
+    return {"batches": 0.0, "mean": 0.0}
+
+
+def start_server(args: argparse.Namespace, port: int, batching: bool) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1),
+        "EMOSTT_MAX_CONNECTIONS": "4096",
+        "EMOSTT_LOG_JSON": "true",
+        "EMOSTT_SESSION_DEFAULTS": json.dumps(
+            {"interim_results": args.partials == "on", "vad": {"silence_duration_ms": SILENCE_MS}}
+        ),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "emostt",
+        "serve",
+        "--model",
+        args.model,
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def run_one(
+    args: argparse.Namespace, pool: list[np.ndarray], sessions: int, batching: bool
+) -> dict[str, Any]:
+    port = free_port()
+    server = start_server(args, port, batching)
+    try:
+        rng = random.Random(sessions)
+        streams = [make_stream(pool, args.duration, rng) for _ in range(sessions)]
+        logs = [DeviceLog() for _ in range(sessions)]
+        cpu0, _ = proc_usage(server.pid)
+        t0 = time.perf_counter()
+
+        async def everyone() -> None:
+            await asyncio.gather(
+                *(
+                    device(f"ws://127.0.0.1:{port}/ws/stt/bench-{i}", pcm, n, log)
+                    for i, ((pcm, n), log) in enumerate(zip(streams, logs, strict=True))
+                )
+            )
+
+        asyncio.run(everyone())
+        wall = time.perf_counter() - t0
+        cpu1, rss = proc_usage(server.pid)
+        finals = [f for log in logs for f in log.finals]
+        server_latency = [f["latency_ms"] / 1000 for f in finals]
+        device_latency = [x for log in logs for x in log.device_latency_s]
+        partial_lag = [x for log in logs for x in log.partial_lag_s]
+        missing = sum(max(log.utterances_sent - len(log.finals), 0) for log in logs)
+        behind = missing > 0 or any(x > SILENCE_MS / 1000 + 2.0 for x in device_latency)
+        batches = batch_sizes(f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(60)
+    p95 = pct(server_latency, 95)
+    return {
+        "sessions": sessions,
+        "batching": batching,
+        "partials": args.partials,
+        "utterances": len(finals),
+        "missing_finals": missing,
+        "errors": sorted({e for log in logs for e in log.errors}),
+        "endpoint_to_final_ms": {
+            q: round(pct(server_latency, q) * 1000, 1) if server_latency else None for q in (50, 95, 99)
+        },
+        "device_end_of_speech_to_final_ms": {
+            q: round(pct(device_latency, q) * 1000, 1) if device_latency else None for q in (50, 95, 99)
+        },
+        "partial_lag_ms": {
+            q: round(pct(partial_lag, q) * 1000, 1) if partial_lag else None for q in (50, 95)
+        },
+        "fell_behind": behind,
+        "meets_target": bool(p95 is not None and p95 <= 0.5 and not behind),
+        "batch_size_mean": round(batches["mean"], 2),
+        "batches": int(batches["batches"]),
+        "audio_s_per_wall_s": round(sum(f["duration_ms"] for f in finals) / 1000 / wall, 2),
+        "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),
+        "server_rss_mib": round(rss, 1),
+        "wall_s": round(wall, 1),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| sessions | batching | partials | finals | p50 / p95 / p99 endpoint→final (ms)"
+        " | device end-of-speech→final p95 (ms) | partial lag p95 (ms) | behind | mean batch"
+        " | audio s / s | server CPU | RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        e, d, p = r["endpoint_to_final_ms"], r["device_end_of_speech_to_final_ms"], r["partial_lag_ms"]
+        lines.append(
+            f"| {r['sessions']} | {'on' if r['batching'] else 'off'} | {r['partials']} | {r['utterances']}"
+            f" | {e[50]} / {e[95]} / {e[99]} | {d[95]} | {p[95]} | {'yes' if r['fell_behind'] else 'no'}"
+            f" | {r['batch_size_mean']} | {r['audio_s_per_wall_s']} | {r['server_cpu_percent']}%"
+            f" | {r['server_rss_mib']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--sessions", nargs="+", type=int, default=[4, 8, 16])
+    parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--partials", choices=["on", "off"], default="on")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of audio per device")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    pool = [c.audio * 0.9 for c in demo_data.generate("heldout", limit=160) if c.text]
+    rows = []
+    for batching in args.batching:
+        for sessions in args.sessions:
+            row = run_one(args, pool, sessions, batching == "on")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    report = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPU cores",
+        "model": args.model,
+        "device": args.device,
+        "precision": args.precision,
+        "duration_s": args.duration,
+        "rows": rows,
+    }
+    print()
+    print(markdown(rows))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
