@@ -16,7 +16,7 @@ from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 from tests.integration.server import Server, pcm16, running_server, service_settings, stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import demo_data  # noqa: E402
+import demo_data
 
 SESSIONS = 6
 CLIPS_PER_SESSION = 4
