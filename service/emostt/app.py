@@ -89,7 +89,14 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
             )
         state.batcher = Batcher(
             state.runner,
-            BatcherConfig(settings.max_batch_size, settings.max_padded_seconds, settings.max_waiting),
+            BatcherConfig(
+                max_batch_size=settings.max_batch_size,
+                max_padded_seconds=settings.max_padded_seconds,
+                max_waiting=settings.max_waiting,
+                max_wait_s=settings.batch_wait_ms / 1000,
+                partial_deadline_s=settings.partial_deadline_s,
+                overload_wait_s=settings.overload_wait_s,
+            ),
         )
         state.batcher.start()
         state.model = primary.info

@@ -79,6 +79,13 @@ class Settings(EngineSettings):
         160.0, description="Batch size x longest utterance cap, in audio seconds."
     )
     max_waiting: int = Field(512, description="Utterances waiting for the model before new ones are refused.")
+    batch_wait_ms: float = Field(5.0, description="While busy, wait this long for more utterances to batch.")
+    partial_deadline_s: float = Field(
+        1.0, description="Partials waiting longer are dropped (a fresher one follows)."
+    )
+    overload_wait_s: float = Field(
+        0.3, description="Smoothed final queue wait above which partials slow down and new sessions get 1013."
+    )
     max_retries: int = Field(2, description="Retries of a failed engine call before falling back / failing.")
     retry_backoff_s: float = Field(0.05, description="First retry delay; doubles each retry.")
     breaker_failures: int = Field(3, description="Consecutive failed batches that open the circuit breaker.")

@@ -83,3 +83,43 @@ def test_total_failure_gives_an_error_event_per_utterance(
     assert all(e["code"] == "inference_failed" and e["retryable"] for e in errors)
     assert metric("emostt_errors_total", code="inference_failed") - before == 3
     assert transcript.close_code == 1000
+
+
+def test_overload_sheds_partials_then_refuses_new_sessions(
+    engine: SenseVoiceEngine, speech_with_pauses: np.ndarray
+) -> None:
+    slow = FaultyEngine(engine, delay_s=0.4)
+    settings = service_settings(
+        max_batch_size=1,
+        overload_wait_s=0.2,
+        partial_deadline_s=0.3,
+        max_waiting=64,
+        session_defaults={"partial_interval_ms": 100, "vad": {"silence_duration_ms": 300}},
+    )
+    shed_before = metric("emostt_partials_total", outcome="shed")
+
+    async def scenario(server: Server) -> tuple[list, object]:
+        busy = [
+            asyncio.create_task(stream(server.ws_url(f"dev-{i}"), pcm16(speech_with_pauses)))
+            for i in range(4)
+        ]
+        refused = None
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            if server.get("/readyz").json()["queue_depth"] and (
+                metric("emostt_partials_total", outcome="shed") > shed_before
+            ):
+                refused = await stream(server.ws_url("late"), b"", messages=[])
+                if refused.close_code == 1013:
+                    break
+        return await asyncio.gather(*busy), refused
+
+    with running_server(settings, slow) as server:
+        transcripts, refused = asyncio.run(scenario(server))
+        depth = server.get("/readyz").json()["queue_depth"]
+    assert refused is not None and refused.close_code == 1013  # type: ignore[attr-defined]
+    assert refused.of("error")[0]["code"] == "overloaded"  # type: ignore[attr-defined]
+    assert metric("emostt_partials_total", outcome="shed") > shed_before
+    for t in transcripts:  # finals are never the ones dropped
+        assert len(t.of("final")) == 3
+    assert depth == 0

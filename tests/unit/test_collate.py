@@ -3,32 +3,54 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emostt.batching.collate import Waiting, pick_batch
+from emostt.batching.collate import Waiting, padding_ratio, pick_batch
 
 jobs = st.lists(st.tuples(st.booleans(), st.integers(1, 480_000)), max_size=60)
+limits = st.tuples(st.integers(1, 32), st.integers(16_000, 5_000_000))
 
 
-@given(jobs, st.integers(1, 32), st.integers(16_000, 5_000_000))
-def test_batch_respects_limits_and_puts_finals_first(
-    spec: list[tuple[bool, int]], max_batch: int, max_padded: int
-) -> None:
-    waiting = [Waiting(i, final, samples) for i, (final, samples) in enumerate(spec)]
+def waiting_of(spec: list[tuple[bool, int]]) -> list[Waiting[int]]:
+    return [Waiting(i, final, samples) for i, (final, samples) in enumerate(spec)]
+
+
+@given(jobs, limits)
+def test_batch_respects_limits(spec: list[tuple[bool, int]], lim: tuple[int, int]) -> None:
+    max_batch, max_padded = lim
+    waiting = waiting_of(spec)
     chosen = pick_batch(waiting, max_batch, max_padded)
     assert len(set(chosen)) == len(chosen) <= max_batch
-    if not waiting:
-        assert chosen == []
-        return
-    assert chosen, "something always runs"
+    assert bool(chosen) == bool(waiting), "something always runs when anything waits"
     if len(chosen) > 1:
         assert max(waiting[i].samples for i in chosen) * len(chosen) <= max_padded
+
+
+@given(jobs, limits)
+def test_finals_are_never_starved_by_partials(spec: list[tuple[bool, int]], lim: tuple[int, int]) -> None:
+    max_batch, max_padded = lim
+    waiting = waiting_of(spec)
+    chosen = set(pick_batch(waiting, max_batch, max_padded))
     finals = [i for i, w in enumerate(waiting) if w.is_final]
-    chosen_partials = [i for i in chosen if not waiting[i].is_final]
-    if chosen_partials:
-        # A partial only runs when every final that fits has been taken.
-        assert (
-            all(i in chosen or waiting[i].samples * (len(chosen) + 1) > max_padded for i in finals)
-            or len(chosen) == max_batch
-        )
-    # The oldest final is never passed over.
     if finals:
-        assert finals[0] in chosen
+        assert finals[0] in chosen, "the oldest final always runs"
+    if any(not waiting[i].is_final for i in chosen):
+        # A partial only runs in a batch that already holds every final that could fit.
+        for i in finals:
+            if i not in chosen:
+                longest = max([waiting[j].samples for j in chosen] + [waiting[i].samples])
+                assert longest * (len(chosen) + 1) > max_padded or len(chosen) >= max_batch
+
+
+@given(st.lists(st.integers(16_000, 160_000), min_size=8, max_size=40))
+def test_length_aware_choice_pads_no_more_than_first_come(lengths: list[int]) -> None:
+    waiting = [Waiting(i, True, n) for i, n in enumerate(lengths)]
+    chosen = pick_batch(waiting, 4, 10**9)
+    assert chosen[0] == 0 and len(chosen) == 4
+    # The companions are the utterances closest in length to the oldest one, never further than first-come.
+    distance = [abs(n - lengths[0]) for n in lengths]
+    assert max(distance[i] for i in chosen) <= max(distance[:4])
+    assert max(distance[i] for i in chosen) == sorted(distance[1:])[2]
+
+
+def test_padding_ratio() -> None:
+    assert padding_ratio([100, 100]) == 1.0
+    assert padding_ratio([100, 300]) == 1.5

@@ -37,6 +37,12 @@ class BatcherConfig:
     max_batch_size: int = 16
     max_padded_seconds: float = 160.0
     max_waiting: int = 256
+    # While the model is busy, wait this long for more utterances to share a batch (never when idle).
+    max_wait_s: float = 0.005
+    # A partial still waiting after this long is dropped: a fresher one is coming anyway.
+    partial_deadline_s: float = 1.0
+    # Finals waiting longer than this (smoothed) mean overload: partials slow down, new sessions get 1013.
+    overload_wait_s: float = 0.3
 
 
 @dataclass
@@ -55,6 +61,8 @@ class Batcher:
         self._waiting: list[_Job] = []
         self._cond = threading.Condition()
         self._stopping = False
+        self._last_batch_end = 0.0
+        self._final_wait_ewma = 0.0
         self._thread = threading.Thread(target=self._loop, name="emostt-model", daemon=True)
 
     def start(self) -> None:
@@ -70,6 +78,19 @@ class Batcher:
     @property
     def depth(self) -> int:
         return len(self._waiting)
+
+    @property
+    def overloaded(self) -> bool:
+        """New sessions should be refused: finals wait too long or the waiting list is nearly full."""
+        return (
+            self._final_wait_ewma > self.config.overload_wait_s
+            or len(self._waiting) >= 0.8 * self.config.max_waiting
+        )
+
+    @property
+    def partial_interval_scale(self) -> float:
+        """1.0 when finals flow freely, up to 4.0 as they queue: partial cadence degrades first."""
+        return min(max(self._final_wait_ewma / (self.config.overload_wait_s / 4), 1.0), 4.0)
 
     async def submit(self, request: TranscriptionRequest, *, is_final: bool) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -90,6 +111,11 @@ class Batcher:
                 if self._stopping:
                     return None
                 self._cond.wait()
+            busy = time.perf_counter() - self._last_batch_end < 0.05
+            if busy and len(self._waiting) < self.config.max_batch_size:
+                # Under load a few milliseconds buy a fuller batch; an idle server answers at once.
+                self._cond.wait(self.config.max_wait_s)
+            self._shed_stale_partials()
             # Cancelled jobs (their session went away) are dropped before they cost compute.
             self._waiting = [j for j in self._waiting if not j.future.cancelled()]
             waiting = [Waiting(j, j.is_final, len(j.request.audio)) for j in self._waiting]
@@ -101,21 +127,35 @@ class Batcher:
             metrics.QUEUE_DEPTH.set(len(self._waiting))
             return batch
 
+    def _shed_stale_partials(self) -> None:
+        now = time.perf_counter()
+        keep = []
+        for job in self._waiting:
+            if not job.is_final and now - job.enqueued > self.config.partial_deadline_s:
+                job.loop.call_soon_threadsafe(
+                    _resolve, job.future, Failed("partial_shed", "partial dropped", True)
+                )
+            else:
+                keep.append(job)
+        self._waiting = keep
+
     def _loop(self) -> None:
         while (batch := self._take_batch()) is not None:
             if not batch:
                 continue
             started = time.perf_counter()
             for job in batch:
-                metrics.QUEUE_WAIT_SECONDS.labels("final" if job.is_final else "partial").observe(
-                    started - job.enqueued
-                )
+                waited = started - job.enqueued
+                metrics.QUEUE_WAIT_SECONDS.labels("final" if job.is_final else "partial").observe(waited)
+                if job.is_final:
+                    self._final_wait_ewma = 0.8 * self._final_wait_ewma + 0.2 * waited
             try:
                 outcomes = self.runner.run([j.request for j in batch])
             except Exception as exc:  # the runner maps engine errors; this is a bug guard
                 log.exception("batch failed outside the retry policy")
                 outcomes = [Failed("internal_error", f"{type(exc).__name__}: {exc}", True)] * len(batch)
-            metrics.BATCH_INFERENCE_SECONDS.observe(time.perf_counter() - started)
+            self._last_batch_end = time.perf_counter()
+            metrics.BATCH_INFERENCE_SECONDS.observe(self._last_batch_end - started)
             metrics.BATCH_SIZE.observe(len(batch))
             for job, outcome in zip(batch, outcomes, strict=True):
                 job.loop.call_soon_threadsafe(_resolve, job.future, outcome)

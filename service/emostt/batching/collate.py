@@ -17,22 +17,35 @@ class Waiting(Generic[T]):
 
 
 def pick_batch(waiting: Sequence[Waiting[T]], max_batch: int, max_padded_samples: int) -> list[int]:
-    """Indices of the jobs to run next: finals before partials, oldest first within each.
+    """Indices of the jobs to run next (``waiting`` is oldest first).
 
-    The batch stops growing when it would exceed ``max_batch`` jobs or ``max_padded_samples``
-    (batch size x longest utterance); the first job is always taken so nothing starves.
+    - The oldest final (or, with no final waiting, the oldest partial) always runs: nothing starves.
+    - Finals fill the batch before any partial; partials never displace a final.
+    - Within each class, jobs closest in length to the first one are preferred, which keeps
+      padding (batch size x longest utterance) small; the padded size stays within
+      ``max_padded_samples`` and the count within ``max_batch``.
     """
-    order = [i for i, w in enumerate(waiting) if w.is_final] + [
-        i for i, w in enumerate(waiting) if not w.is_final
-    ]
-    chosen: list[int] = []
-    longest = 0
-    for i in order:
-        if len(chosen) >= max_batch:
-            break
-        longest_if = max(longest, waiting[i].samples)
-        if chosen and longest_if * (len(chosen) + 1) > max_padded_samples:
-            continue
-        chosen.append(i)
-        longest = longest_if
+    finals = [i for i, w in enumerate(waiting) if w.is_final]
+    partials = [i for i, w in enumerate(waiting) if not w.is_final]
+    if not finals and not partials:
+        return []
+    anchor = (finals or partials)[0]
+    chosen = [anchor]
+    longest = waiting[anchor].samples
+    target = waiting[anchor].samples
+    for group in (finals, partials):
+        for i in sorted(
+            (i for i in group if i != anchor), key=lambda i: (abs(waiting[i].samples - target), i)
+        ):
+            if len(chosen) >= max_batch:
+                return chosen
+            longest_if = max(longest, waiting[i].samples)
+            if longest_if * (len(chosen) + 1) <= max_padded_samples:
+                chosen.append(i)
+                longest = longest_if
     return chosen
+
+
+def padding_ratio(lengths: Sequence[int]) -> float:
+    """Padded samples over real samples for a batch of these lengths (1.0 = no padding)."""
+    return max(lengths) * len(lengths) / sum(lengths) if lengths else 1.0

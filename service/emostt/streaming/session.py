@@ -194,11 +194,11 @@ class Session:
             return
         finally:
             utt.partial_in_flight = False
+        if isinstance(outcome, Failed):
+            metrics.PARTIALS.labels("shed" if outcome.code == "partial_shed" else "failed").inc()
+            return
         if utt.ended:
             metrics.PARTIALS.labels("stale").inc()
-            return
-        if isinstance(outcome, Failed):
-            metrics.PARTIALS.labels("failed").inc()
             return
         await self._emit(
             {

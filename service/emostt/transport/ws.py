@@ -123,6 +123,9 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
             CLOSE_RESTART if state.draining else CLOSE_OVERLOADED, "not_ready", "server is not ready"
         )
         return
+    if state.batcher.overloaded:
+        await conn.reject(CLOSE_OVERLOADED, "overloaded", "the model is saturated; retry later")
+        return
     if len(state.connections) >= settings.max_connections:
         await conn.reject(
             CLOSE_OVERLOADED, "too_many_connections", "server is at its connection limit; retry later"
