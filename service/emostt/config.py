@@ -29,7 +29,7 @@ class EngineSettings(BaseSettings):
     precision: str = Field(
         "auto",
         description="fp32, int8 (CPU dynamic quantization), fp16 or bf16 (CUDA); "
-        "auto: fp32 on CPU, fp16 on CUDA.",
+        "auto: int8 on CPU, fp16 on CUDA.",
     )
     threads: int | None = Field(None, description="Torch intra-op threads; default leaves torch's choice.")
     load_timeout_s: float = Field(900.0, description="Give up loading (including download) after this long.")

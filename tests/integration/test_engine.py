@@ -142,3 +142,15 @@ def test_bad_requests_are_rejected_clearly(tiny_engine: SenseVoiceEngine) -> Non
     with pytest.raises(ValueError, match="mono"):
         TranscriptionRequest(np.zeros((2, 16000), dtype=np.float32))
     assert tiny_engine.transcribe([]) == []
+
+
+def test_bucketed_padding_gives_the_same_results(tiny_model_dir: Path, tiny_engine: SenseVoiceEngine) -> None:
+    bucketed = SenseVoiceEngine.load(
+        str(tiny_model_dir), EngineOptions(device="cpu", precision="fp32", pad_multiple=64)
+    )
+    requests = [TranscriptionRequest(a) for a in noise_utterances(MIXED_LENGTHS[:4], seed=11)]
+    for a, b in zip(bucketed.log_probs(requests), tiny_engine.log_probs(requests), strict=True):
+        np.testing.assert_allclose(a, b, atol=LOGPROB_TOLERANCE, rtol=0)
+    assert [r.text for r in bucketed.transcribe(requests)] == [
+        r.text for r in tiny_engine.transcribe(requests)
+    ]
