@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,60 @@ def test_make_random_writes_a_loadable_dir(tmp_path: Path) -> None:
     wav = espeak("stop", tmp_path / "a.wav")
     proc = run_cli("transcribe", str(wav), "--model", str(tmp_path / "m"), "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_serve_runs_the_service_and_stops_cleanly_on_sigterm(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    from tests.integration.server import free_port
+
+    port = free_port()
+    env = {**os.environ, "EMOSTT_AUTH_TOKENS": '{"sekrit-42": "*"}', "EMOSTT_WARMUP": "true"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emostt",
+            "serve",
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        assert ready["model"]["precision"] == "int8", "int8 is the CPU default"
+        import asyncio
+
+        from tests.integration.server import stream
+
+        url = f"ws://127.0.0.1:{port}/ws/stt/robot-1?token=sekrit-42"
+        transcript = asyncio.run(stream(url, b"", messages=[]))
+        assert transcript.of("ready") and transcript.close_code == 1000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    # uvicorn finishes its graceful shutdown, then re-raises the signal it caught.
+    assert proc.returncode in (0, -signal.SIGTERM), stderr[-2000:]
+    assert "Application shutdown complete" in stderr
+    assert "sekrit-42" not in stderr, "tokens never reach the logs"
+    assert '"session_id"' in stderr  # structured JSON lines
