@@ -17,9 +17,9 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     68     170%   x1.12  70    0    +0.5 dB/oct (brighter)
+  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
-  angry     56     60%    x1.22  85    1    +1.5 dB/oct (pressed, tense)
+  angry     54     45%    x1.16  90    1    +3.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
 
   pitch is ``espeak-ng -p`` (0-99), range the SSML ``<prosody range>`` (how far the
@@ -29,7 +29,7 @@ generator did, not what a listener would perceive:
   jitter on pitch, range and level so that the styles overlap at the edges.
 * Level: each voice is scaled by one fixed gain, calibrated so that a neutral reference
   utterance peaks at 0.45 (neutral clips then peak near 0.5). Clips are not normalised
-  individually, so an angry clip is roughly 2.4x (7.5 dB) louder than a sad one of the
+  individually, so an angry clip is well over twice as loud (RMS) as a sad one of the
   same phrase and voice.
 * Event: ``speech`` (clean speech over a -65 dBFS noise floor), ``bgm`` (speech over
   generated sine-chord music at 5-10 dB SNR, or, with empty text, music alone) and
@@ -219,9 +219,9 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=68, pitch_range=170, rate=1.12, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
+    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
-    "angry": Style(pitch=56, pitch_range=60, rate=1.22, amplitude=85, word_gap=1, tilt_db_per_octave=1.5),
+    "angry": Style(pitch=54, pitch_range=45, rate=1.16, amplitude=90, word_gap=1, tilt_db_per_octave=3.0),
 }
 
 

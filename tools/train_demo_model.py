@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data
 
 SEED = 20261121
+RICH_FRAME_WEIGHTS = torch.tensor([1.0, 3.0, 1.0, 1.0])  # language, emotion, event, text norm
 DEMO_DIMS = {"output_size": 128, "attention_heads": 4, "linear_units": 512, "num_blocks": 6, "tp_blocks": 2}
 
 

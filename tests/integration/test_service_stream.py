@@ -99,6 +99,20 @@ def test_48khz_stream(server: Server, speech_with_pauses: np.ndarray) -> None:
         assert abs(got["audio_end_ms"] - want["audio_end_ms"]) <= 96
 
 
+def test_sample_rate_in_config_before_audio(server: Server, speech_with_pauses: np.ndarray) -> None:
+    pcm = pcm16(soxr.resample(speech_with_pauses, 16_000, 24_000))
+    messages: list[str | bytes] = [
+        '{"type": "config", "sample_rate": 24000}',
+        *[pcm[i : i + 4800] for i in range(0, len(pcm), 4800)],
+        '{"type": "config", "sample_rate": 16000}',
+    ]
+    transcript = asyncio.run(stream(server.ws_url(), b"", messages=messages))
+    check_utterance_flow(transcript.events, 3)
+    assert transcript.of("config")[0]["config"]["sample_rate"] == 24_000
+    assert transcript.of("error")[0]["code"] == "invalid_config"
+    assert "before the first audio" in transcript.of("error")[0]["message"]
+
+
 def test_hex_and_base64_json_audio(server: Server, speech_with_pauses: np.ndarray) -> None:
     import base64
 

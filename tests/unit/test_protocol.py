@@ -31,7 +31,6 @@ def test_audio_formats() -> None:
         ('{"audio": "xyz"}', ProtocolError, "hex"),
         ('{"audio": 5}', ProtocolError, "hex string"),
         ('{"type": "audio", "data": "!!"}', ProtocolError, "base64"),
-        ('{"type": "config", "sample_rate": 8000}', InvalidConfigError, "fixed when the session opens"),
     ],
 )
 def test_bad_messages(text: str, error: type[Exception], match: str) -> None:
@@ -54,6 +53,8 @@ def test_config_merges_nested_fields_and_validates() -> None:
         config.updated({"vad": {"max_utterance_ms": 60_000}})
     with pytest.raises(InvalidConfigError, match="language must be one of"):
         config.updated({"language": "klingon"})
+    with pytest.raises(InvalidConfigError, match="sample_rate must be one of"):
+        config.updated({"sample_rate": 12_345})
     with pytest.raises(InvalidConfigError, match="colour"):
         config.updated({"colour": "blue"})
     assert config.vad.silence_duration_ms == 500  # the original is untouched

@@ -125,10 +125,7 @@ def parse_text(text: str) -> Command:
     if kind == "audio":
         return Audio(_decode(message.get("data"), "base64"))
     if kind == "config":
-        changes = {k: v for k, v in message.items() if k != "type"}
-        if "sample_rate" in changes:
-            raise InvalidConfigError("sample_rate is fixed when the session opens (?sample_rate= on the URL)")
-        return Configure(changes)
+        return Configure({k: v for k, v in message.items() if k != "type"})
     if kind in ("finalize", "keepalive", "close"):
         return Control(kind)
     raise UnknownMessageError(

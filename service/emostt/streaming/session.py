@@ -27,7 +27,7 @@ from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
 from emostt.policy.gating import gate_reasons
 from emostt.policy.retry import Failed, Outcome, Served
-from emostt.streaming.protocol import Audio, Command, Configure, Control, SessionConfig
+from emostt.streaming.protocol import Audio, Command, Configure, Control, InvalidConfigError, SessionConfig
 from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES, Segmenter, SpeechEnded, SpeechStarted
 from emostt.streaming.vad import VadBatcher, VadStream, shared_vad
 
@@ -67,11 +67,8 @@ class Session:
         self._vad = vad or shared_vad()
         self._vad_stream = VadStream()
         self._segmenter = Segmenter(config.vad.endpoint())
-        self._resampler = (
-            soxr.ResampleStream(config.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-            if config.sample_rate != SAMPLE_RATE
-            else None
-        )
+        self._resampler = self._make_resampler(config.sample_rate)
+        self._audio_received = False
         self._odd_byte = b""
         self._pending = np.zeros(0, dtype=np.float32)
         self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
@@ -79,6 +76,12 @@ class Session:
         self._count = 0
         self._last_final: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _make_resampler(rate: int) -> soxr.ResampleStream | None:
+        if rate == SAMPLE_RATE:
+            return None
+        return soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
 
     def _history_frames(self) -> int:
         return self._segmenter.config.frames(self.config.vad.prefix_padding_ms) + 2
@@ -89,7 +92,12 @@ class Session:
         if isinstance(command, Audio):
             await self._on_audio(command.pcm)
         elif isinstance(command, Configure):
-            self.config = self.config.updated(command.changes)
+            updated = self.config.updated(command.changes)
+            if updated.sample_rate != self.config.sample_rate:
+                if self._audio_received:
+                    raise InvalidConfigError("sample_rate can only be set before the first audio")
+                self._resampler = self._make_resampler(updated.sample_rate)
+            self.config = updated
             self._segmenter.reconfigure(self.config.vad.endpoint())
             self._history = deque(self._history, maxlen=self._history_frames())
             await self._emit({"type": "config", "config": self.config.model_dump()})
@@ -114,6 +122,7 @@ class Session:
     # -- audio -------------------------------------------------------------------------------
 
     async def _on_audio(self, pcm: bytes) -> None:
+        self._audio_received = True
         data = self._odd_byte + pcm
         cut = len(data) - len(data) % 2
         self._odd_byte = data[cut:]

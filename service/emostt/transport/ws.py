@@ -169,7 +169,7 @@ async def _serve(conn: Connection, session: Session) -> tuple[int, str]:
     queue = conn.queue
     consumer = asyncio.create_task(_consume(conn, session, queue))
     try:
-        await _receive(conn, queue, consumer)
+        await _receive(conn, session, queue, consumer)
         return (CLOSE_RESTART, "server restarting") if conn.draining else (CLOSE_NORMAL, "closed")
     except _CloseSession as closing:
         if closing.error:
@@ -190,11 +190,12 @@ async def _serve(conn: Connection, session: Session) -> tuple[int, str]:
                 await consumer
 
 
-async def _receive(conn: Connection, queue: asyncio.Queue[Command], consumer: asyncio.Task[None]) -> None:
+async def _receive(
+    conn: Connection, session: Session, queue: asyncio.Queue[Command], consumer: asyncio.Task[None]
+) -> None:
     settings = conn.state.settings
     opened = time.monotonic()
     audio_s = 0.0
-    bytes_per_s = 2 * queue_rate(conn)
     while True:
         now = time.monotonic()
         remaining = settings.max_session_s - (now - opened)
@@ -231,7 +232,7 @@ async def _receive(conn: Connection, queue: asyncio.Queue[Command], consumer: as
         if isinstance(command, Control) and command.kind == "keepalive":
             continue
         if isinstance(command, Audio):
-            audio_s += len(command.pcm) / bytes_per_s
+            audio_s += len(command.pcm) / (2 * session.config.sample_rate)
             allowed = settings.burst_audio_s + (time.monotonic() - opened) * settings.max_realtime_factor
             if audio_s > allowed:
                 metrics.REJECTED_CONNECTIONS.labels("rate_limited").inc()
@@ -248,13 +249,6 @@ async def _receive(conn: Connection, queue: asyncio.Queue[Command], consumer: as
             raise _CloseSession(
                 CLOSE_POLICY, "too_fast", "the server cannot keep up with this stream"
             ) from None
-
-
-def queue_rate(conn: Connection) -> int:
-    try:
-        return int(conn.ws.query_params.get("sample_rate", "16000"))
-    except ValueError:
-        return 16000
 
 
 async def _flush_then(consumer: asyncio.Task[None], queue: asyncio.Queue[Command]) -> None:
