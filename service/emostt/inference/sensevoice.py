@@ -12,6 +12,7 @@ Concurrency: an engine is owned by one thread; ``transcribe`` is not re-entrant.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,10 @@ class SenseVoiceEngine:
         device = pick_device(opts.device)
         precision = resolve_precision(device, opts.precision)
         check_precision(device, precision)
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
         source = resolve_model(spec, opts.hub)
         auto_model = build_with_timeout(source, device, opts.load_timeout_s)
+        # funasr sets 4 intra-op threads whatever the machine; use the cores this process may run on.
+        torch.set_num_threads(opts.threads or len(os.sched_getaffinity(0)))
         model_dir = Path(auto_model.kwargs.get("model_path", source.local_dir or ""))
         if (model_dir / "model.pt").is_file():
             verify_checkpoint(auto_model.model, model_dir)
