@@ -20,7 +20,8 @@ def pick_batch(waiting: Sequence[Waiting[T]], max_batch: int, max_padded_samples
     """Indices of the jobs to run next (``waiting`` is oldest first).
 
     - The oldest final (or, with no final waiting, the oldest partial) always runs: nothing starves.
-    - Finals fill the batch before any partial; partials never displace a final.
+    - A batch holds finals only, or partials only: a long partial never makes finals wait for
+      its padding, and partials never displace a final.
     - Within each class, jobs closest in length to the first one are preferred, which keeps
       padding (batch size x longest utterance) small; the padded size stays within
       ``max_padded_samples`` and the count within ``max_batch``.
@@ -33,7 +34,7 @@ def pick_batch(waiting: Sequence[Waiting[T]], max_batch: int, max_padded_samples
     chosen = [anchor]
     longest = waiting[anchor].samples
     target = waiting[anchor].samples
-    for group in (finals, partials):
+    for group in (finals,) if finals else (partials,):
         for i in sorted(
             (i for i in group if i != anchor), key=lambda i: (abs(waiting[i].samples - target), i)
         ):
