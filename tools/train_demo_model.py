@@ -65,6 +65,18 @@ def text_pieces(texts: list[str]) -> list[str]:
     return list(dict.fromkeys(pieces))
 
 
+def with_random_silence(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lead and tail of varying length, as VAD segments give: room noise, or digital silence.
+
+    Without it the model learns the clips' fixed 100-200 ms margins and fails on the 300 ms
+    prefix padding the streaming service adds.
+    """
+    lead, tail = int(rng.uniform(0.05, 0.7) * 16000), int(rng.uniform(0.05, 0.5) * 16000)
+    level = 0.0 if rng.random() < 0.25 else 10 ** (rng.uniform(-70, -55) / 20)
+    pad = (rng.standard_normal(lead + tail) * level).astype(np.float32)
+    return np.concatenate((pad[:lead], audio, pad[lead:]))
+
+
 def extract_features(audios: list[np.ndarray]) -> list[torch.Tensor]:
     """fbank + LFR exactly as the model's WavFrontend computes them, before CMVN."""
     from emostt.inference.funasr_import import stdout_to_stderr
@@ -194,7 +206,8 @@ def main() -> None:
     write_model_dir(work, size, text_pieces=pieces)  # tokenizer first: targets come from it
     sp = spm.SentencePieceProcessor(model_file=str(work / BPE_MODEL_NAME))
 
-    raw = extract_features([c.audio for c in clips])
+    silence_rng = np.random.default_rng(SEED)
+    raw = extract_features([with_random_silence(c.audio, silence_rng) for c in clips])
     stacked = torch.cat(raw)
     mean, std = stacked.mean(0), stacked.std(0).clamp_min(1e-3)
     examples = [

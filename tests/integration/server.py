@@ -79,6 +79,7 @@ def service_settings(**overrides: Any) -> Settings:
         "warmup": False,
         "max_realtime_factor": 100.0,
         "burst_audio_s": 120.0,
+        "receive_queue_size": 4096,  # the tests stream faster than real time on purpose
         "idle_timeout_s": 30.0,
         "log_json": False,
         "session_defaults": {"partial_interval_ms": 300, "vad": {"silence_duration_ms": 400}},

@@ -154,3 +154,21 @@ def test_bucketed_padding_gives_the_same_results(tiny_model_dir: Path, tiny_engi
     assert [r.text for r in bucketed.transcribe(requests)] == [
         r.text for r in tiny_engine.transcribe(requests)
     ]
+
+
+def test_configured_dither_is_deterministic_and_survives_digital_silence(tmp_path: Path) -> None:
+    from emostt.inference.modeldir import SIZES, write_model_dir
+
+    model_dir = write_model_dir(tmp_path / "dithered", SIZES["tiny"], seed=0, dither=1.0)
+    engine = SenseVoiceEngine.load(str(model_dir), EngineOptions(device="cpu", precision="fp32"))
+    silence = np.zeros(16_000, dtype=np.float32)
+    first, second = (
+        engine.log_probs([TranscriptionRequest(silence)]),
+        engine.log_probs([TranscriptionRequest(silence)]),
+    )
+    np.testing.assert_array_equal(first[0], second[0])
+    plain = SenseVoiceEngine.load(str(model_dir), EngineOptions(device="cpu", precision="fp32"))
+    plain._features._dither = 0.0
+    assert not np.allclose(plain.log_probs([TranscriptionRequest(silence)])[0], first[0]), (
+        "dither reached the features"
+    )

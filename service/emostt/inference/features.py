@@ -22,8 +22,11 @@ MIN_SAMPLES = 400  # one 25 ms analysis window at 16 kHz
 
 
 class Features:
-    def __init__(self, frontend: Any, device: torch.device, pad_multiple: int = 1) -> None:
+    def __init__(
+        self, frontend: Any, device: torch.device, pad_multiple: int = 1, dither: float = 0.0
+    ) -> None:
         self._frontend = frontend
+        self._dither = dither
         self._device = device
         self._pad_multiple = max(pad_multiple, 1)
         self._kaldi: Any = None
@@ -44,6 +47,8 @@ class Features:
         for audio in audios:
             if len(audio) < MIN_SAMPLES:
                 raise InvalidAudioError(f"utterance too short: {len(audio)} samples (< {MIN_SAMPLES})")
+        if self._dither > 0:
+            audios = [self._dithered(a) for a in audios]
         feats = self._on_device(audios) if self._kaldi is not None else self._on_cpu(audios)
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int32)
         longest = int(lengths.max())
@@ -56,6 +61,12 @@ class Features:
                 padded = padded.pin_memory()
             padded = padded.to(self._device, non_blocking=True)
         return padded, lengths.to(self._device)
+
+    def _dithered(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Kaldi-style dither (in 16-bit sample units) from a fixed seed: digital silence never
+        reaches log(0), and the same audio always gets the same noise."""
+        noise = np.random.default_rng(len(audio)).standard_normal(len(audio)).astype(np.float32)
+        return audio + noise * np.float32(self._dither / 32768)
 
     def _on_cpu(self, audios: Sequence[npt.NDArray[np.float32]]) -> list[torch.Tensor]:
         feats = []

@@ -41,7 +41,7 @@ SIZES: dict[str, ModelSize] = {
 }
 
 
-def config_dict(size: ModelSize) -> dict[str, Any]:
+def config_dict(size: ModelSize, dither: float = 1.0) -> dict[str, Any]:
     """config.yaml content: the inference blocks of SenseVoiceSmall's own config."""
     return {
         "encoder": "SenseVoiceEncoderSmall",
@@ -75,8 +75,9 @@ def config_dict(size: ModelSize) -> dict[str, Any]:
             "lfr_m": 7,
             "lfr_n": 6,
             "cmvn_file": None,
-            # Deterministic features: the same audio always gives the same result.
-            "dither": 0.0,
+            # Kaldi dither in 16-bit sample units, as funasr's WavFrontend defaults to; the engine
+            # applies it from a fixed seed, so results stay deterministic.
+            "dither": dither,
         },
     }
 
@@ -135,6 +136,7 @@ def write_model_dir(
     text_pieces: Sequence[str] | None = None,
     state_dict: Mapping[str, torch.Tensor] | None = None,
     cmvn: tuple[np.ndarray, np.ndarray] | None = None,
+    dither: float = 1.0,
 ) -> Path:
     """Write config.yaml, configuration.json, model.pt, am.mvn and the tokenizer into ``out``."""
     from emostt.inference.tokenizer_builder import RICH_BLOCK_SIZE
@@ -147,7 +149,9 @@ def write_model_dir(
         )
     out.mkdir(parents=True, exist_ok=True)
     write_sentencepiece(out / BPE_MODEL_NAME, pieces)
-    (out / "config.yaml").write_text(yaml.safe_dump(config_dict(size), sort_keys=False), encoding="utf-8")
+    (out / "config.yaml").write_text(
+        yaml.safe_dump(config_dict(size, dither), sort_keys=False), encoding="utf-8"
+    )
     (out / "configuration.json").write_text(json.dumps(configuration_json(), indent=2), encoding="utf-8")
     if cmvn is None:
         # Typical log-mel statistics of 16-bit speech; real dirs carry measured ones.

@@ -67,8 +67,11 @@ class SenseVoiceEngine:
         self._model = auto_model.model
         self._tokenizer = auto_model.kwargs["tokenizer"]
         self._frontend = auto_model.kwargs["frontend"]
-        self._frontend.dither = 0.0  # deterministic features for identical audio
-        self._features = Features(self._frontend, torch.device(device), pad_multiple)
+        # funasr dithers with fresh random noise on every call; Features applies the configured
+        # amount from a fixed seed instead, so identical audio always gives identical results.
+        dither = float(self._frontend.dither)
+        self._frontend.dither = 0.0
+        self._features = Features(self._frontend, torch.device(device), pad_multiple, dither=dither)
         self._device = torch.device(device)
         self._dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
         sp = self._tokenizer.sp
