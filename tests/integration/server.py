@@ -92,6 +92,8 @@ class Transcript:
     events: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    ready_at: float = 0.0  # monotonic clock: first event received
+    closed_at: float = 0.0  # monotonic clock: connection closed
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
@@ -127,9 +129,12 @@ async def stream(
             async def reader() -> None:
                 try:
                     async for raw in ws:
+                        if not transcript.events:
+                            transcript.ready_at = time.monotonic()
                         transcript.events.append(orjson.loads(raw))
                 except ConnectionClosed:
                     pass
+                transcript.closed_at = time.monotonic()
 
             reading = asyncio.create_task(reader())
             try:

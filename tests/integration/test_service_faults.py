@@ -62,7 +62,8 @@ def test_persistent_failure_goes_to_the_fallback(
     primary = FaultyEngine(engine, always_fail=True)
     before = metric("emostt_fallbacks_total")
     with running_server(no_partials({"breaker_failures": 2}), primary, fallback=engine) as server:
-        transcript = asyncio.run(stream(server.ws_url(), pcm16(speech_with_pauses)))
+        # Paced at real time: each utterance is a batch of its own.
+        transcript = asyncio.run(stream(server.ws_url(), pcm16(speech_with_pauses), pace_s=0.1))
     finals = transcript.of("final")
     assert len(finals) == 3 and all(f["degraded"] for f in finals)
     assert metric("emostt_fallbacks_total") - before == 3

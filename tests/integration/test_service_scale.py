@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +47,7 @@ def test_twenty_concurrent_sessions_all_get_their_finals(
 
         return await asyncio.gather(*(one(i) for i in range(20)))
 
-    started = time.monotonic()
     transcripts = asyncio.run(scenario())
-    elapsed = time.monotonic() - started
     for t in transcripts:
         assert len(t.of("final")) == 3, [e["type"] for e in t.events]
         assert t.close_code == 1000
@@ -60,9 +57,8 @@ def test_twenty_concurrent_sessions_all_get_their_finals(
     single = after["1.0"] - before["1.0"]
     assert batches - single > 0, "the batcher put several utterances into one batch"
     assert (after["_sum"] - before["_sum"]) / batches > 1.0
-    # Sessions ran side by side, not one after another (each alone takes about audio_s / 4 s).
-    audio_s = len(speech_with_pauses) / 16_000
-    assert elapsed < 20 * audio_s / 4 / 2
+    # Sessions were served side by side, not one after another: all were open at one moment.
+    assert max(t.ready_at for t in transcripts) < min(t.closed_at for t in transcripts)
 
 
 def test_metrics_parse_and_follow_conventions(server: Server, speech_with_pauses: np.ndarray) -> None:

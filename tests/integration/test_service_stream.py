@@ -77,7 +77,8 @@ def check_utterance_flow(events: list[dict], expected_utterances: int) -> list[d
 def test_speech_with_pauses_gives_one_final_per_phrase(
     server: Server, speech_with_pauses: np.ndarray
 ) -> None:
-    transcript = asyncio.run(stream(server.ws_url(), pcm16(speech_with_pauses)))
+    # 100 ms frames at twice real time: utterances last long enough for partials to come back.
+    transcript = asyncio.run(stream(server.ws_url(), pcm16(speech_with_pauses), pace_s=0.05))
     finals = check_utterance_flow(transcript.events, expected_utterances=3)
     assert transcript.of("partial"), "partials flow while the person speaks"
     assert transcript.close_code == 1000
