@@ -66,7 +66,8 @@ def test_finals_jump_ahead_of_waiting_partials() -> None:
 
 def test_idle_server_does_not_wait_and_busy_server_batches() -> None:
     engine = Slow(0.1)
-    batcher = make(engine, max_batch_size=8, max_wait_s=0.02)
+    # A long wait setting makes the difference unmistakable: waiting when idle would cost a second.
+    batcher = make(engine, max_batch_size=8, max_wait_s=1.0)
 
     async def scenario() -> float:
         started = time.perf_counter()
@@ -77,7 +78,7 @@ def test_idle_server_does_not_wait_and_busy_server_batches() -> None:
 
     alone = asyncio.run(scenario())
     batcher.stop()
-    assert alone < 0.1 + 0.05, "an idle batcher starts at once"
+    assert alone < 0.6, "an idle batcher starts at once instead of waiting max_wait_s"
     assert max(len(b) for b in engine.batches) > 1
 
 
