@@ -470,8 +470,12 @@ def test_in_between_probabilities_never_count_as_silence_in_speech(
     # Still in speech, or cut on the very last frame (the next utterance opens on the next frame).
     last_end = ended(emitted)[-1].end_frame if ended(emitted) else None
     assert seg.in_speech or last_end == len(probs)
-    feed(seg, [level(cfg, MID, 0.5)])
-    assert seg.in_speech
+    # Within two more in-between frames the segmenter is in speech again (one of them may be a cut).
+    in_speech = []
+    for _ in range(2):
+        feed(seg, [level(cfg, MID, 0.5)])
+        in_speech.append(seg.in_speech)
+    assert any(in_speech)
 
 
 def test_an_onset_needs_consecutive_speech_frames() -> None:
