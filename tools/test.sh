@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-.venv/bin/ruff check service tests tools
-.venv/bin/ruff format --check service tests tools
+.venv/bin/ruff check service tests tools clients
+.venv/bin/ruff format --check service tests tools clients
 .venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"
