@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
     """The primary engine (with the optional offline fallback model) and the optional fallback-device copy."""
-    from emostt.errors import ModelLoadError
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
     options = EngineOptions(
@@ -36,21 +35,11 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
         threads=settings.threads,
         load_timeout_s=settings.load_timeout_s,
     )
-    spec = settings.model
-    try:
-        primary = SenseVoiceEngine.load(spec, options)
-    except ModelLoadError as exc:
-        if not settings.fallback_model:
-            raise
-        log.warning(
-            "%s -- FALLING BACK to model %r; results do not come from %r", exc, settings.fallback_model, spec
-        )
-        spec = settings.fallback_model
-        primary = SenseVoiceEngine.load(spec, options)
+    primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
     fallback = None
     if settings.fallback_device:
         fallback_options = EngineOptions(device=settings.fallback_device, precision="auto", hub=settings.hub)
-        fallback = SenseVoiceEngine.load(spec, fallback_options)
+        fallback = SenseVoiceEngine.load(primary.info.name, fallback_options)
     return primary, fallback
 
 

@@ -36,22 +36,10 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine_from_args(args: argparse.Namespace) -> SenseVoiceEngine:
-    from emostt.errors import ModelLoadError
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
     options = EngineOptions(device=args.device, precision=args.precision, hub=args.hub, threads=args.threads)
-    try:
-        return SenseVoiceEngine.load(args.model, options)
-    except ModelLoadError as exc:
-        if not args.fallback_model:
-            raise
-        logging.getLogger("emostt").warning(
-            "%s -- FALLING BACK to model %r: results come from that model, not %r",
-            exc,
-            args.fallback_model,
-            args.model,
-        )
-        return SenseVoiceEngine.load(args.fallback_model, options)
+    return SenseVoiceEngine.load_with_fallback(args.model, args.fallback_model, options)
 
 
 def _format_result(name: str, result: dict[str, Any]) -> str:

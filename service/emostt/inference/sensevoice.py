@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emostt.errors import OutOfMemoryError
+from emostt.errors import ModelLoadError, OutOfMemoryError
 from emostt.inference.engine import ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.features import Features
 from emostt.inference.loading import (
@@ -109,6 +109,22 @@ class SenseVoiceEngine:
             engine._model.encoder = torch.compile(engine._model.encoder, dynamic=False)
         log.info("model loaded", extra={"model": spec, "device": device, "precision": precision})
         return engine
+
+    @classmethod
+    def load_with_fallback(
+        cls, spec: str, fallback_model: str | None, options: EngineOptions | None = None
+    ) -> SenseVoiceEngine:
+        """``load(spec)``; when that fails and ``fallback_model`` is set, load it instead, loudly.
+        ``info.name`` tells which model answered."""
+        try:
+            return cls.load(spec, options)
+        except ModelLoadError as exc:
+            if not fallback_model:
+                raise
+            log.warning(
+                "%s -- FALLING BACK to model %r: results do not come from %r", exc, fallback_model, spec
+            )
+            return cls.load(fallback_model, options)
 
     @property
     def info(self) -> ModelInfo:

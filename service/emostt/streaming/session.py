@@ -102,17 +102,18 @@ class Session:
             self._history = deque(self._history, maxlen=self._history_frames())
             await self._emit({"type": "config", "config": self.config.model_dump()})
         elif isinstance(command, Control) and command.kind == "finalize":
-            for event in self._segmenter.finalize():
-                assert isinstance(event, SpeechEnded)
-                self._end_utterance(event)
+            self._finalize_now()
 
     async def flush(self) -> None:
         """End the current utterance and wait until every final has been sent."""
+        self._finalize_now()
+        if self._last_final is not None:
+            await self._last_final
+
+    def _finalize_now(self) -> None:
         for event in self._segmenter.finalize():
             assert isinstance(event, SpeechEnded)
             self._end_utterance(event)
-        if self._last_final is not None:
-            await self._last_final
 
     def abort(self) -> None:
         """The client is gone: drop in-flight work, counting finals that can no longer be delivered."""

@@ -134,7 +134,7 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
     try:
         rate = int(websocket.query_params.get("sample_rate", "16000"))
         config = SessionConfig.model_validate({**settings.session_defaults, "sample_rate": rate})
-    except (ValueError, Exception) as exc:
+    except ValueError as exc:  # a bad int, or pydantic ValidationError (a ValueError)
         await conn.reject(CLOSE_POLICY, "invalid_config", f"bad session parameters: {exc}")
         return
 
