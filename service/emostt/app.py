@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from emostt.batching.batcher import Batcher, BatcherConfig
 from emostt.config import Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
+from emostt.inference.threads import set_thread_count, worker_plan
 from emostt.policy.retry import ResilientRunner, RetryConfig
 from emostt.transport import http
 from emostt.transport.state import AppState
@@ -76,9 +77,11 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
             await asyncio.to_thread(
                 primary.transcribe, [TranscriptionRequest(np.zeros(16_000, dtype=np.float32))]
             )
+        plan = worker_plan(primary.info.device, settings.model_workers, settings.threads)
         state.batcher = Batcher(
             state.runner,
             BatcherConfig(
+                workers=plan.workers,
                 max_batch_size=settings.max_batch_size,
                 max_padded_seconds=settings.max_padded_seconds,
                 max_waiting=settings.max_waiting,
@@ -86,11 +89,20 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
                 partial_deadline_s=settings.partial_deadline_s,
                 overload_wait_s=settings.overload_wait_s,
             ),
+            worker_init=lambda: set_thread_count(plan.threads_per_worker),
         )
         state.batcher.start()
         state.model = primary.info
         state.ready = True
-        log.info("ready", extra={"model": primary.info.name, "device": primary.info.device})
+        log.info(
+            "ready",
+            extra={
+                "model": primary.info.name,
+                "device": primary.info.device,
+                "model_workers": plan.workers,
+                "threads_per_worker": plan.threads_per_worker,
+            },
+        )
         try:
             yield
         finally:

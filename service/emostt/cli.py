@@ -107,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "device": args.device,
             "precision": args.precision,
             "threads": args.threads,
+            "model_workers": args.model_workers,
             "fallback_model": args.fallback_model,
             "host": args.host,
             "port": args.port,
@@ -149,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag in ("--model", "--hub", "--device", "--precision", "--fallback-model", "--host"):
         serve.add_argument(flag, default=None)
-    serve.add_argument("--threads", type=int, default=None)
+    serve.add_argument("--threads", type=int, default=None, help="torch threads per model worker")
+    serve.add_argument(
+        "--model-workers", type=int, default=None, help="model threads (default: one per core on CPU)"
+    )
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=cmd_serve)
 

@@ -31,7 +31,10 @@ class EngineSettings(BaseSettings):
         description="fp32, int8 (CPU dynamic quantization), fp16 or bf16 (CUDA); "
         "auto: int8 on CPU, fp16 on CUDA.",
     )
-    threads: int | None = Field(None, description="Torch intra-op threads; default leaves torch's choice.")
+    threads: int | None = Field(
+        None,
+        description="Torch intra-op threads per model worker; default: usable cores / model_workers.",
+    )
     load_timeout_s: float = Field(900.0, description="Give up loading (including download) after this long.")
 
 
@@ -74,6 +77,11 @@ class Settings(EngineSettings):
     )
 
     # Batching and resilience.
+    model_workers: int | None = Field(
+        None,
+        description="Model threads, each running its own batches; default: one per usable core on CPU "
+        "(one torch thread each), one on CUDA.",
+    )
     max_batch_size: int = Field(16, description="Utterances per engine batch.")
     max_padded_seconds: float = Field(
         160.0, description="Batch size x longest utterance cap, in audio seconds."

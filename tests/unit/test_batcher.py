@@ -115,3 +115,37 @@ def test_waiting_list_is_bounded() -> None:
 
     asyncio.run(scenario())
     batcher.stop()
+
+
+class Recording(Slow):
+    """Records how many batches of each kind run at the same time."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.running: list[str] = []
+        self.overlaps: list[tuple[str, ...]] = []
+
+    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
+        kind = "final" if len(requests[0].audio) == 1600 else "partial"
+        self.running.append(kind)
+        self.overlaps.append(tuple(sorted(self.running)))
+        try:
+            return super().transcribe(requests)
+        finally:
+            self.running.remove(kind)
+
+
+def test_workers_run_batches_side_by_side_and_one_stays_off_partials() -> None:
+    engine = Recording(0.1)
+    batcher = make(engine, workers=3, max_batch_size=1, partial_deadline_s=10.0)
+
+    async def scenario() -> None:
+        partials = [asyncio.create_task(batcher.submit(request(3200), is_final=False)) for _ in range(6)]
+        await asyncio.sleep(0.03)  # two workers are on partials now; the third must stay free
+        await batcher.submit(request(1600), is_final=True)
+        await asyncio.gather(*partials)
+
+    asyncio.run(scenario())
+    batcher.stop()
+    assert max(o.count("partial") for o in engine.overlaps) == 2, "at most workers-1 on partials"
+    assert ("final", "partial", "partial") in engine.overlaps, "the final ran beside two partial batches"

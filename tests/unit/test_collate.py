@@ -51,3 +51,24 @@ def test_length_aware_choice_pads_no_more_than_first_come(lengths: list[int]) ->
 def test_padding_ratio() -> None:
     assert padding_ratio([100, 100]) == 1.0
     assert padding_ratio([100, 300]) == 1.5
+
+
+@given(jobs, limits, st.integers(16_000, 500_000))
+def test_partial_batches_respect_their_own_cap(
+    spec: list[tuple[bool, int]], lim: tuple[int, int], partial_cap: int
+) -> None:
+    max_batch, max_padded = lim
+    waiting = waiting_of(spec)
+    chosen = pick_batch(waiting, max_batch, max_padded, max_partial_padded_samples=partial_cap)
+    if len(chosen) > 1 and not waiting[chosen[0]].is_final:
+        assert max(waiting[i].samples for i in chosen) * len(chosen) <= min(partial_cap, max_padded)
+    if any(w.is_final for w in waiting):
+        assert chosen == pick_batch(waiting, max_batch, max_padded), "the partial cap never limits finals"
+
+
+@given(jobs, limits)
+def test_partials_held_back_leaves_finals_only(spec: list[tuple[bool, int]], lim: tuple[int, int]) -> None:
+    waiting = waiting_of(spec)
+    chosen = pick_batch(waiting, *lim, partials_allowed=False)
+    assert all(waiting[i].is_final for i in chosen)
+    assert bool(chosen) == any(w.is_final for w in waiting)

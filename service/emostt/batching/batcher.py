@@ -1,7 +1,8 @@
-"""The process-wide batcher: one model thread serves the utterances of every session.
+"""The process-wide batcher: model worker threads serve the utterances of every session.
 
-Concurrency rules: sessions call ``submit`` from the event loop; only the model thread
-touches the engines (through ``ResilientRunner``). Results go back to the loop with
+Concurrency rules: sessions call ``submit`` from the event loop; only the model workers
+touch the engines (through ``ResilientRunner``), each running one batch at a time; several
+workers run independent batches side by side (on CPU, one per core). Results go back to the loop with
 ``call_soon_threadsafe``. The waiting list is bounded; a full list is ``BatcherFullError``.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emostt.batching.collate import Waiting, pick_batch
@@ -34,8 +36,11 @@ class BatcherStoppedError(EmosttError):
 
 @dataclass(frozen=True)
 class BatcherConfig:
+    workers: int = 1
     max_batch_size: int = 16
     max_padded_seconds: float = 160.0
+    # Partial batches stay short so their worker is soon free for the next final.
+    max_partial_padded_seconds: float = 8.0
     max_waiting: int = 256
     # While the model is busy, wait this long for more utterances to share a batch (never when idle).
     max_wait_s: float = 0.005
@@ -55,25 +60,39 @@ class _Job:
 
 
 class Batcher:
-    def __init__(self, runner: ResilientRunner, config: BatcherConfig | None = None) -> None:
+    def __init__(
+        self,
+        runner: ResilientRunner,
+        config: BatcherConfig | None = None,
+        worker_init: Callable[[], None] | None = None,
+    ) -> None:
         self.runner = runner
         self.config = config or BatcherConfig()
+        self._worker_init = worker_init
         self._waiting: list[_Job] = []
         self._cond = threading.Condition()
         self._stopping = False
+        self._running = 0  # workers inside a batch
+        self._running_partials = 0  # of which on a partial batch
         self._last_batch_end = 0.0
         self._final_wait_ewma = 0.0
-        self._thread = threading.Thread(target=self._loop, name="emostt-model", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"emostt-model-{i}", daemon=True)
+            for i in range(max(self.config.workers, 1))
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the waiting jobs, then stop the model thread."""
+        """Finish the waiting jobs, then stop the model workers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
     @property
     def depth(self) -> int:
@@ -105,26 +124,45 @@ class Batcher:
             self._cond.notify()
         return await job.future
 
+    def _partials_allowed(self) -> bool:
+        # With several workers, one is always kept off partials, so a final never waits
+        # behind partial batches on every worker.
+        return self._running_partials < max(len(self._threads) - 1, 1)
+
+    def _has_runnable(self) -> bool:
+        return any(j.is_final for j in self._waiting) or (bool(self._waiting) and self._partials_allowed())
+
     def _take_batch(self) -> list[_Job] | None:
+        cfg = self.config
         with self._cond:
-            while not self._waiting:
-                if self._stopping:
+            while not self._has_runnable():
+                if self._stopping and not self._waiting:
                     return None
-                self._cond.wait()
-            busy = time.perf_counter() - self._last_batch_end < 0.05
-            if busy and len(self._waiting) < self.config.max_batch_size:
+                self._cond.wait(cfg.partial_deadline_s if self._waiting else None)
+                self._shed_stale_partials()
+            busy = self._running > 0 or time.perf_counter() - self._last_batch_end < 0.05
+            if busy and len(self._waiting) < cfg.max_batch_size:
                 # Under load a few milliseconds buy a fuller batch; an idle server answers at once.
-                self._cond.wait(self.config.max_wait_s)
+                self._cond.wait(cfg.max_wait_s)
             self._shed_stale_partials()
             # Cancelled jobs (their session went away) are dropped before they cost compute.
             self._waiting = [j for j in self._waiting if not j.future.cancelled()]
             waiting = [Waiting(j, j.is_final, len(j.request.audio)) for j in self._waiting]
             chosen = set(
-                pick_batch(waiting, self.config.max_batch_size, int(self.config.max_padded_seconds * 16_000))
+                pick_batch(
+                    waiting,
+                    cfg.max_batch_size,
+                    int(cfg.max_padded_seconds * 16_000),
+                    partials_allowed=self._partials_allowed(),
+                    max_partial_padded_samples=int(cfg.max_partial_padded_seconds * 16_000),
+                )
             )
             batch = [j for i, j in enumerate(self._waiting) if i in chosen]
             self._waiting = [j for i, j in enumerate(self._waiting) if i not in chosen]
             metrics.QUEUE_DEPTH.set(len(self._waiting))
+            if batch:
+                self._running += 1
+                self._running_partials += not batch[0].is_final
             return batch
 
     def _shed_stale_partials(self) -> None:
@@ -140,25 +178,35 @@ class Batcher:
         self._waiting = keep
 
     def _loop(self) -> None:
+        if self._worker_init is not None:
+            self._worker_init()
         while (batch := self._take_batch()) is not None:
-            if not batch:
-                continue
-            started = time.perf_counter()
-            for job in batch:
-                waited = started - job.enqueued
-                metrics.QUEUE_WAIT_SECONDS.labels("final" if job.is_final else "partial").observe(waited)
-                if job.is_final:
-                    self._final_wait_ewma = 0.8 * self._final_wait_ewma + 0.2 * waited
-            try:
-                outcomes = self.runner.run([j.request for j in batch])
-            except Exception as exc:  # the runner maps engine errors; this is a bug guard
-                log.exception("batch failed outside the retry policy")
-                outcomes = [Failed("internal_error", f"{type(exc).__name__}: {exc}", True)] * len(batch)
-            self._last_batch_end = time.perf_counter()
-            metrics.BATCH_INFERENCE_SECONDS.observe(self._last_batch_end - started)
-            metrics.BATCH_SIZE.observe(len(batch))
-            for job, outcome in zip(batch, outcomes, strict=True):
-                job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
+            if batch:
+                try:
+                    self._run(batch)
+                finally:
+                    with self._cond:
+                        self._running -= 1
+                        self._running_partials -= not batch[0].is_final
+                        self._last_batch_end = time.perf_counter()
+                        self._cond.notify_all()  # a held-back partial may run now
+
+    def _run(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        for job in batch:
+            waited = started - job.enqueued
+            metrics.QUEUE_WAIT_SECONDS.labels("final" if job.is_final else "partial").observe(waited)
+            if job.is_final:
+                self._final_wait_ewma = 0.8 * self._final_wait_ewma + 0.2 * waited
+        try:
+            outcomes = self.runner.run([j.request for j in batch])
+        except Exception as exc:  # the runner maps engine errors; this is a bug guard
+            log.exception("batch failed outside the retry policy")
+            outcomes = [Failed("internal_error", f"{type(exc).__name__}: {exc}", True)] * len(batch)
+        metrics.BATCH_INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(batch))
+        for job, outcome in zip(batch, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
 
 
 def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:

@@ -16,7 +16,14 @@ class Waiting(Generic[T]):
     samples: int
 
 
-def pick_batch(waiting: Sequence[Waiting[T]], max_batch: int, max_padded_samples: int) -> list[int]:
+def pick_batch(
+    waiting: Sequence[Waiting[T]],
+    max_batch: int,
+    max_padded_samples: int,
+    *,
+    partials_allowed: bool = True,
+    max_partial_padded_samples: int | None = None,
+) -> list[int]:
     """Indices of the jobs to run next (``waiting`` is oldest first).
 
     - The oldest final (or, with no final waiting, the oldest partial) always runs: nothing starves.
@@ -24,26 +31,28 @@ def pick_batch(waiting: Sequence[Waiting[T]], max_batch: int, max_padded_samples
       its padding, and partials never displace a final.
     - Within each class, jobs closest in length to the first one are preferred, which keeps
       padding (batch size x longest utterance) small; the padded size stays within
-      ``max_padded_samples`` and the count within ``max_batch``.
+      ``max_padded_samples`` (for partials also ``max_partial_padded_samples``, so a partial
+      batch is short and its worker soon free for finals) and the count within ``max_batch``.
+    - With ``partials_allowed`` false, only finals are picked (possibly nothing).
     """
     finals = [i for i, w in enumerate(waiting) if w.is_final]
-    partials = [i for i, w in enumerate(waiting) if not w.is_final]
-    if not finals and not partials:
+    partials = [i for i, w in enumerate(waiting) if not w.is_final] if partials_allowed else []
+    group = finals or partials
+    if not group:
         return []
-    anchor = (finals or partials)[0]
+    padded_cap = max_padded_samples
+    if not finals and max_partial_padded_samples is not None:
+        padded_cap = min(padded_cap, max_partial_padded_samples)
+    anchor = group[0]
     chosen = [anchor]
-    longest = waiting[anchor].samples
-    target = waiting[anchor].samples
-    for group in (finals,) if finals else (partials,):
-        for i in sorted(
-            (i for i in group if i != anchor), key=lambda i: (abs(waiting[i].samples - target), i)
-        ):
-            if len(chosen) >= max_batch:
-                return chosen
-            longest_if = max(longest, waiting[i].samples)
-            if longest_if * (len(chosen) + 1) <= max_padded_samples:
-                chosen.append(i)
-                longest = longest_if
+    longest = target = waiting[anchor].samples
+    for i in sorted((i for i in group if i != anchor), key=lambda i: (abs(waiting[i].samples - target), i)):
+        if len(chosen) >= max_batch:
+            break
+        longest_if = max(longest, waiting[i].samples)
+        if longest_if * (len(chosen) + 1) <= padded_cap:
+            chosen.append(i)
+            longest = longest_if
     return chosen
 
 

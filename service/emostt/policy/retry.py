@@ -1,12 +1,13 @@
 """Retry, batch splitting and fallback around engine calls.
 
-Runs on the batcher's model thread only (not thread-safe). Every path is counted:
-``emostt_retries_total{reason}``, ``emostt_fallbacks_total``, ``emostt_circuit_open``.
+Called by the batcher's model workers, possibly several at once (the breaker state is locked).
+Every path is counted: ``emostt_retries_total{reason}``, ``emostt_fallbacks_total``, ``emostt_circuit_open``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class ResilientRunner:
         self.config = config or RetryConfig()
         self._sleep = sleep
         self._clock = clock
+        self._breaker_lock = threading.Lock()
         self._consecutive_failures = 0
         self._open_until: float | None = None
         self.fatal_error: str | None = None  # set when the device is unusable: liveness fails
@@ -121,16 +123,18 @@ class ResilientRunner:
             return [Failed(err.code, f"primary and fallback engines failed: {err}", True)] * len(requests)
 
     def _record_failure(self) -> None:
-        self._consecutive_failures += 1
-        if self.fallback is not None and self._consecutive_failures >= self.config.breaker_failures:
-            self._open_until = self._clock() + self.config.breaker_cooldown_s
-            metrics.CIRCUIT_OPEN.set(1)
+        with self._breaker_lock:
+            self._consecutive_failures += 1
+            if self.fallback is not None and self._consecutive_failures >= self.config.breaker_failures:
+                self._open_until = self._clock() + self.config.breaker_cooldown_s
+                metrics.CIRCUIT_OPEN.set(1)
 
     def _record_success(self) -> None:
-        self._consecutive_failures = 0
-        if self._open_until is not None:
-            self._open_until = None
-            metrics.CIRCUIT_OPEN.set(0)
+        with self._breaker_lock:
+            self._consecutive_failures = 0
+            if self._open_until is not None:
+                self._open_until = None
+                metrics.CIRCUIT_OPEN.set(0)
 
 
 def _as_emostt_error(exc: BaseException) -> EmosttError:

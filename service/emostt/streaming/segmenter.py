@@ -88,6 +88,11 @@ class Segmenter:
     def utterance_start(self) -> int | None:
         return self._start
 
+    @property
+    def trailing_silence_frames(self) -> int:
+        """Silent frames at the end of the current utterance so far (0 outside speech)."""
+        return self._silence_run if self._start is not None else 0
+
     def reconfigure(self, config: EndpointConfig) -> None:
         self.config = config
 

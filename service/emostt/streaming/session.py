@@ -185,15 +185,16 @@ class Session:
         cfg = self.config
         if utt is None or not cfg.interim_results or utt.partial_in_flight:
             return
-        length = len(utt.frames)
-        if (
-            length * FRAME_MS < MIN_PARTIAL_MS
-            or (length - utt.partial_frames) * FRAME_MS < cfg.partial_interval_ms
-        ):
+        # Frames up to the last speech frame: a partial over a pause would repeat the last one,
+        # and re-decoding trailing silence just before the final is wasted compute.
+        spoken = len(utt.frames) - self._segmenter.trailing_silence_frames
+        interval_ms = cfg.partial_interval_ms * self._batcher.partial_interval_scale
+        if spoken * FRAME_MS < MIN_PARTIAL_MS or (spoken - utt.partial_frames) * FRAME_MS < interval_ms:
             return
-        utt.partial_frames = length
+        utt.partial_frames = spoken
         utt.partial_in_flight = True
-        self._spawn(self._deliver_partial(utt, utt.audio(), utt.start_frame + length))
+        end_frame = utt.start_frame + spoken
+        self._spawn(self._deliver_partial(utt, utt.audio(end_frame), end_frame))
 
     async def _deliver_partial(self, utt: _Utterance, audio: npt.NDArray[np.float32], end_frame: int) -> None:
         requested = time.perf_counter()
