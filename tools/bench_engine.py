@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 
 from emostt.inference.engine import TranscriptionRequest
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.threads import set_thread_count
 
 
 def speech_like(seconds: float, seed: int) -> np.ndarray:
@@ -74,6 +76,40 @@ def measure(
         "calls": len(times),
         "median_call_ms": round(per_call * 1000, 1),
         "x_realtime": round(batch * seconds / per_call, 1),
+    }
+
+
+def measure_workers(
+    engine: SenseVoiceEngine, workers: int, batch: int, seconds: float, min_time: float
+) -> dict[str, Any]:
+    """``workers`` threads, one torch thread each, running batches side by side (the server's
+    CPU layout: see emostt.inference.threads)."""
+    requests = [TranscriptionRequest(speech_like(seconds, seed=i)) for i in range(batch)]
+    calls = [0] * workers
+    barrier = threading.Barrier(workers + 1)
+
+    def work(index: int) -> None:
+        set_thread_count(1)
+        engine.transcribe(requests)  # warm-up in this thread
+        barrier.wait()
+        start = time.perf_counter()
+        while time.perf_counter() - start < min_time:
+            engine.transcribe(requests)
+            calls[index] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {
+        "batch": batch,
+        "seconds": seconds,
+        "calls": sum(calls),
+        "x_realtime": round(sum(calls) * batch * seconds / wall, 1),
     }
 
 
@@ -127,6 +163,12 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 16])
     parser.add_argument("--lengths", nargs="+", type=float, default=[2.0, 5.0, 10.0])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also time N worker threads x 1 torch thread running batches side by side",
+    )
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per cell")
     parser.add_argument("--min-reps", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
@@ -156,6 +198,13 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if args.workers:
+                    row = {
+                        "precision": f"{precision}, {args.workers} workers x 1 thread",
+                        **measure_workers(engine, args.workers, batch, seconds, args.min_time),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
         del engine
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

@@ -123,17 +123,30 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
-def batch_sizes(base: str) -> dict[str, float]:
+def server_metrics(base: str) -> dict[str, float]:
+    """Means from the server's own histograms and counters: where the time went."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
+    values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "emostt_batch_size":
-            samples = {s.name: s.value for s in family.samples if not s.labels.get("le")}
-            count = samples.get("emostt_batch_size_count", 0.0)
-            return {
-                "batches": count,
-                "mean": samples.get("emostt_batch_size_sum", 0.0) / count if count else 0.0,
-            }
-    return {"batches": 0.0, "mean": 0.0}
+        for sample in family.samples:
+            if "le" in sample.labels:
+                continue
+            key = sample.name + "".join(f"[{v}]" for v in sample.labels.values())
+            values[key] = values.get(key, 0.0) + sample.value
+
+    def mean(name: str, label: str = "") -> float:
+        count = values.get(f"{name}_count{label}", 0.0)
+        return values.get(f"{name}_sum{label}", 0.0) / count if count else 0.0
+
+    return {
+        "batches": values.get("emostt_batch_size_count", 0.0),
+        "batch_size_mean": mean("emostt_batch_size"),
+        "final_batch_ms_mean": mean("emostt_batch_inference_seconds", "[final]") * 1000,
+        "partial_batch_ms_mean": mean("emostt_batch_inference_seconds", "[partial]") * 1000,
+        "final_queue_wait_ms_mean": mean("emostt_queue_wait_seconds", "[final]") * 1000,
+        "partials_sent": values.get("emostt_partials_total[sent]", 0.0),
+        "partials_shed": values.get("emostt_partials_total[shed]", 0.0),
+    }
 
 
 def start_server(args: argparse.Namespace, port: int, batching: bool) -> subprocess.Popen[bytes]:
@@ -141,6 +154,7 @@ def start_server(args: argparse.Namespace, port: int, batching: bool) -> subproc
         **os.environ,
         "EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1),
         "EMOSTT_MAX_CONNECTIONS": "4096",
+        **({"EMOSTT_MODEL_WORKERS": str(args.workers)} if args.workers else {}),
         "EMOSTT_LOG_JSON": "true",
         "EMOSTT_SESSION_DEFAULTS": json.dumps(
             {"interim_results": args.partials == "on", "vad": {"silence_duration_ms": SILENCE_MS}}
@@ -206,7 +220,7 @@ def run_one(
         partial_lag = [x for log in logs for x in log.partial_lag_s]
         missing = sum(max(log.utterances_sent - len(log.finals), 0) for log in logs)
         behind = missing > 0 or any(x > SILENCE_MS / 1000 + 2.0 for x in device_latency)
-        batches = batch_sizes(f"http://127.0.0.1:{port}")
+        observed = server_metrics(f"http://127.0.0.1:{port}")
     finally:
         server.terminate()
         server.wait(60)
@@ -229,8 +243,14 @@ def run_one(
         },
         "fell_behind": behind,
         "meets_target": bool(p95 is not None and p95 <= 0.5 and not behind),
-        "batch_size_mean": round(batches["mean"], 2),
-        "batches": int(batches["batches"]),
+        "batch_size_mean": round(observed["batch_size_mean"], 2),
+        "batches": int(observed["batches"]),
+        "final_batch_ms_mean": round(observed["final_batch_ms_mean"], 1),
+        "partial_batch_ms_mean": round(observed["partial_batch_ms_mean"], 1),
+        "final_queue_wait_ms_mean": round(observed["final_queue_wait_ms_mean"], 1),
+        "partials_sent": int(observed["partials_sent"]),
+        "partials_shed": int(observed["partials_shed"]),
+        "model_workers": args.workers,
         "audio_s_per_wall_s": round(sum(f["duration_ms"] for f in finals) / 1000 / wall, 2),
         "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),
         "server_rss_mib": round(rss, 1),
@@ -242,15 +262,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| sessions | batching | partials | finals | p50 / p95 / p99 endpoint→final (ms)"
         " | device end-of-speech→final p95 (ms) | partial lag p95 (ms) | behind | mean batch"
+        " | final queue wait / final batch / partial batch, mean (ms) | partials sent / shed"
         " | audio s / s | server CPU | RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         e, d, p = r["endpoint_to_final_ms"], r["device_end_of_speech_to_final_ms"], r["partial_lag_ms"]
         lines.append(
             f"| {r['sessions']} | {'on' if r['batching'] else 'off'} | {r['partials']} | {r['utterances']}"
             f" | {e[50]} / {e[95]} / {e[99]} | {d[95]} | {p[95]} | {'yes' if r['fell_behind'] else 'no'}"
-            f" | {r['batch_size_mean']} | {r['audio_s_per_wall_s']} | {r['server_cpu_percent']}%"
+            f" | {r['batch_size_mean']} | {r['final_queue_wait_ms_mean']} / {r['final_batch_ms_mean']}"
+            f" / {r['partial_batch_ms_mean']}"
+            f" | {r['partials_sent']} / {r['partials_shed']}"
+            f" | {r['audio_s_per_wall_s']} | {r['server_cpu_percent']}%"
             f" | {r['server_rss_mib']} |"
         )
     return "\n".join(lines)
@@ -267,6 +291,7 @@ def main() -> None:
     parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--partials", choices=["on", "off"], default="on")
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="model workers (default: the server's)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of audio per device")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

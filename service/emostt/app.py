@@ -13,10 +13,10 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
-from emostt.batching.batcher import Batcher, BatcherConfig
+from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
 from emostt.config import Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
-from emostt.inference.threads import set_thread_count, worker_plan
+from emostt.inference.threads import lower_thread_priority, set_thread_count, worker_plan
 from emostt.policy.retry import ResilientRunner, RetryConfig
 from emostt.transport import http
 from emostt.transport.state import AppState
@@ -77,11 +77,20 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
             await asyncio.to_thread(
                 primary.transcribe, [TranscriptionRequest(np.zeros(16_000, dtype=np.float32))]
             )
-        plan = worker_plan(primary.info.device, settings.model_workers, settings.threads)
+        plan = worker_plan(
+            primary.info.device, settings.model_workers, settings.threads, settings.partial_workers
+        )
+
+        def init_worker(role: WorkerRole) -> None:
+            set_thread_count(plan.threads_per_worker)
+            if role == "partial":
+                lower_thread_priority()
+
         state.batcher = Batcher(
             state.runner,
             BatcherConfig(
                 workers=plan.workers,
+                partial_workers=plan.partial_workers,
                 max_batch_size=settings.max_batch_size,
                 max_padded_seconds=settings.max_padded_seconds,
                 max_waiting=settings.max_waiting,
@@ -89,7 +98,7 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
                 partial_deadline_s=settings.partial_deadline_s,
                 overload_wait_s=settings.overload_wait_s,
             ),
-            worker_init=lambda: set_thread_count(plan.threads_per_worker),
+            worker_init=init_worker,
         )
         state.batcher.start()
         state.model = primary.info
@@ -100,6 +109,7 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
                 "model": primary.info.name,
                 "device": primary.info.device,
                 "model_workers": plan.workers,
+                "partial_workers": plan.partial_workers,
                 "threads_per_worker": plan.threads_per_worker,
             },
         )

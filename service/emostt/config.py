@@ -82,6 +82,15 @@ class Settings(EngineSettings):
         description="Model threads, each running its own batches; default: one per usable core on CPU "
         "(one torch thread each), one on CUDA.",
     )
+    partial_workers: int | None = Field(
+        None,
+        description="Model threads that run partials only, at a lower OS priority; default: 1 on CPU, "
+        "0 on CUDA (partials then run between finals).",
+    )
+    speculative_finals: bool = Field(
+        True,
+        description="Decode each final during the endpointing silence (discarded if speech resumes).",
+    )
     max_batch_size: int = Field(16, description="Utterances per engine batch.")
     max_padded_seconds: float = Field(
         160.0, description="Batch size x longest utterance cap, in audio seconds."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -123,10 +124,12 @@ class Recording(Slow):
     def __init__(self, delay_s: float) -> None:
         super().__init__(delay_s)
         self.running: list[str] = []
+        self.threads: list[tuple[str, str]] = []
         self.overlaps: list[tuple[str, ...]] = []
 
     def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
         kind = "final" if len(requests[0].audio) == 1600 else "partial"
+        self.threads.append((kind, threading.current_thread().name))
         self.running.append(kind)
         self.overlaps.append(tuple(sorted(self.running)))
         try:
@@ -149,3 +152,19 @@ def test_workers_run_batches_side_by_side_and_one_stays_off_partials() -> None:
     batcher.stop()
     assert max(o.count("partial") for o in engine.overlaps) == 2, "at most workers-1 on partials"
     assert ("final", "partial", "partial") in engine.overlaps, "the final ran beside two partial batches"
+
+
+def test_partial_workers_take_partials_only_and_final_workers_finals_only() -> None:
+    engine = Recording(0.02)
+    batcher = make(engine, workers=2, partial_workers=1, max_batch_size=2, partial_deadline_s=10.0)
+
+    async def scenario() -> None:
+        jobs = [batcher.submit(request(1600 if i % 3 else 3200), is_final=bool(i % 3)) for i in range(24)]
+        await asyncio.gather(*jobs)
+
+    asyncio.run(scenario())
+    batcher.stop()
+    assert {kind for kind, _ in engine.threads} == {"final", "partial"}
+    for kind, thread in engine.threads:
+        assert thread.endswith(f"-{kind}"), (kind, thread)
+    assert len({thread for kind, thread in engine.threads if kind == "final"}) == 2, "both final workers ran"

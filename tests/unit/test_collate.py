@@ -64,11 +64,3 @@ def test_partial_batches_respect_their_own_cap(
         assert max(waiting[i].samples for i in chosen) * len(chosen) <= min(partial_cap, max_padded)
     if any(w.is_final for w in waiting):
         assert chosen == pick_batch(waiting, max_batch, max_padded), "the partial cap never limits finals"
-
-
-@given(jobs, limits)
-def test_partials_held_back_leaves_finals_only(spec: list[tuple[bool, int]], lim: tuple[int, int]) -> None:
-    waiting = waiting_of(spec)
-    chosen = pick_batch(waiting, *lim, partials_allowed=False)
-    assert all(waiting[i].is_final for i in chosen)
-    assert bool(chosen) == any(w.is_final for w in waiting)

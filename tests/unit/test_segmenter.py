@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from emostt.streaming.segmenter import (
     FRAME_MS,
+    TRAILING_PADDING_MS,
     EndpointConfig,
     EndReason,
     Segmenter,
@@ -82,7 +83,7 @@ def silence_frames(cfg: EndpointConfig) -> int:
 
 
 def trail_frames(cfg: EndpointConfig) -> int:
-    return frames(min(cfg.prefix_padding_ms, 200))
+    return frames(min(cfg.prefix_padding_ms, TRAILING_PADDING_MS))
 
 
 def level(cfg: EndpointConfig, kind: str, u: float) -> float:
@@ -165,6 +166,34 @@ def scenarios(draw: st.DrawFn) -> tuple[EndpointConfig, list[float]]:
     else:
         probs = draw(patterns(cfg))
     return cfg, probs
+
+
+# --------------------------------------------------------------------------- 0. predicted end
+
+
+@PROPERTY
+@given(scenarios())
+@example((EndpointConfig(), [0.9] * 20 + [0.05] * 10 + [0.9] * 3 + [0.05] * 20))
+def test_a_predicted_end_is_where_silence_ends_it(
+    scenario: tuple[EndpointConfig, list[float]],
+) -> None:
+    cfg, probs = scenario
+    seg = Segmenter(cfg)
+    prediction: int | None = None
+    for prob in probs:
+        events = seg.push(prob)
+        for event in events:
+            if isinstance(event, SpeechEnded) and event.reason is EndReason.SILENCE:
+                if silence_frames(cfg) > trail_frames(cfg):
+                    assert prediction is not None, "the endpoint was predicted while silence ran on"
+                if prediction is not None:
+                    assert event.end_frame == prediction, "the predicted audio is exactly the final's"
+        if events:
+            prediction = None
+        prediction = seg.predicted_end()
+        if prediction is not None:
+            assert seg.in_speech and seg.utterance_start is not None
+            assert seg.utterance_start < prediction <= seg.frame
 
 
 # --------------------------------------------------------------------------- 1. well-formed events
@@ -325,7 +354,7 @@ def test_silence_of_silence_duration_ends_utterance_keeping_bounded_trail(
     assert end.event.reason is EndReason.SILENCE
     # Reported on the frame that completes the silence run ...
     assert end.pushed == first_silent + silence_frames(cfg)
-    # ... keeping at most min(prefix_padding_ms, 200) ms of that silence.
+    # ... keeping at most min(prefix_padding_ms, TRAILING_PADDING_MS) of that silence.
     kept = end.event.end_frame - first_silent
     assert 0 <= kept <= trail_frames(cfg)
     assert end.event == SpeechEnded(
@@ -348,7 +377,7 @@ def test_default_config_end_of_turn_timing() -> None:
     emitted = run(cfg, probs)
     assert emitted == [
         Emitted(33, SpeechStarted(20)),
-        Emitted(86, SpeechEnded(20, 70 + 7, EndReason.SILENCE)),  # 200 ms of trailing silence kept
+        Emitted(86, SpeechEnded(20, 70 + 4, EndReason.SILENCE)),  # 4 frames (128 ms) of silence kept
     ]
     assert run(cfg, probs[:-1]) == emitted[:1]  # 15 silent frames are not enough
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from emostt.batching.collate import Waiting, pick_batch
 from emostt.errors import EmosttError
@@ -22,6 +23,9 @@ from emostt.observability import metrics
 from emostt.policy.retry import Failed, Outcome, ResilientRunner
 
 log = logging.getLogger(__name__)
+
+
+WorkerRole = Literal["any", "final", "partial"]
 
 
 class BatcherFullError(EmosttError):
@@ -36,7 +40,11 @@ class BatcherStoppedError(EmosttError):
 
 @dataclass(frozen=True)
 class BatcherConfig:
+    # Workers that run finals (and partials too, when there are no partial workers).
     workers: int = 1
+    # Workers that run partials only; their threads may run at a lower OS priority (on CPU,
+    # finals then take the cores first and partial cadence is what degrades under load).
+    partial_workers: int = 0
     max_batch_size: int = 16
     max_padded_seconds: float = 160.0
     # Partial batches stay short so their worker is soon free for the next final.
@@ -64,7 +72,7 @@ class Batcher:
         self,
         runner: ResilientRunner,
         config: BatcherConfig | None = None,
-        worker_init: Callable[[], None] | None = None,
+        worker_init: Callable[[WorkerRole], None] | None = None,
     ) -> None:
         self.runner = runner
         self.config = config or BatcherConfig()
@@ -72,13 +80,16 @@ class Batcher:
         self._waiting: list[_Job] = []
         self._cond = threading.Condition()
         self._stopping = False
-        self._running = 0  # workers inside a batch
-        self._running_partials = 0  # of which on a partial batch
+        self._running: dict[WorkerRole, int] = {"any": 0, "final": 0, "partial": 0}
+        self._running_partials = 0  # batches of partials running, on any worker
         self._last_batch_end = 0.0
         self._final_wait_ewma = 0.0
+        main_role: WorkerRole = "final" if self.config.partial_workers > 0 else "any"
+        self._roles: list[WorkerRole] = [main_role] * max(self.config.workers, 1)
+        self._roles += ["partial"] * self.config.partial_workers
         self._threads = [
-            threading.Thread(target=self._loop, name=f"emostt-model-{i}", daemon=True)
-            for i in range(max(self.config.workers, 1))
+            threading.Thread(target=self._loop, args=(role,), name=f"emostt-model-{i}-{role}", daemon=True)
+            for i, role in enumerate(self._roles)
         ]
 
     def start(self) -> None:
@@ -121,47 +132,60 @@ class Batcher:
                 raise BatcherFullError(f"{len(self._waiting)} utterances already waiting; try again later")
             self._waiting.append(job)
             metrics.QUEUE_DEPTH.set(len(self._waiting))
-            self._cond.notify()
+            self._cond.notify_all()  # workers differ in what they take: let each look
         return await job.future
 
-    def _partials_allowed(self) -> bool:
-        # With several workers, one is always kept off partials, so a final never waits
-        # behind partial batches on every worker.
-        return self._running_partials < max(len(self._threads) - 1, 1)
+    def _takes(self, role: WorkerRole) -> tuple[bool, bool]:
+        """(finals, partials) a worker of this role may take now."""
+        if role == "any":
+            # One shared worker is always kept off partials, so a final never waits behind
+            # partial batches on every worker.
+            return True, self._running_partials < max(self._roles.count("any") - 1, 1)
+        return role == "final", role == "partial"
 
-    def _has_runnable(self) -> bool:
-        return any(j.is_final for j in self._waiting) or (bool(self._waiting) and self._partials_allowed())
+    def _has_runnable(self, role: WorkerRole) -> bool:
+        finals, partials = self._takes(role)
+        return any(finals if j.is_final else partials for j in self._waiting)
 
-    def _take_batch(self) -> list[_Job] | None:
+    def _fair_share(self, role: WorkerRole, runnable: int) -> int:
+        """Batch size cap that leaves work for idle workers of the same role: on CPU, two half
+        batches on two cores finish sooner than one full batch on one core."""
+        idle_others = self._roles.count(role) - self._running[role] - 1
+        if idle_others <= 0:
+            return self.config.max_batch_size
+        return max(min(self.config.max_batch_size, -(-runnable // (idle_others + 1))), 1)
+
+    def _take_batch(self, role: WorkerRole) -> list[_Job] | None:
         cfg = self.config
         with self._cond:
-            while not self._has_runnable():
+            while not self._has_runnable(role):
                 if self._stopping and not self._waiting:
                     return None
                 self._cond.wait(cfg.partial_deadline_s if self._waiting else None)
                 self._shed_stale_partials()
-            busy = self._running > 0 or time.perf_counter() - self._last_batch_end < 0.05
+            busy = sum(self._running.values()) > 0 or time.perf_counter() - self._last_batch_end < 0.05
             if busy and len(self._waiting) < cfg.max_batch_size:
                 # Under load a few milliseconds buy a fuller batch; an idle server answers at once.
                 self._cond.wait(cfg.max_wait_s)
             self._shed_stale_partials()
             # Cancelled jobs (their session went away) are dropped before they cost compute.
             self._waiting = [j for j in self._waiting if not j.future.cancelled()]
-            waiting = [Waiting(j, j.is_final, len(j.request.audio)) for j in self._waiting]
-            chosen = set(
-                pick_batch(
-                    waiting,
-                    cfg.max_batch_size,
-                    int(cfg.max_padded_seconds * 16_000),
-                    partials_allowed=self._partials_allowed(),
-                    max_partial_padded_samples=int(cfg.max_partial_padded_seconds * 16_000),
-                )
+            finals, partials = self._takes(role)
+            eligible = [j for j in self._waiting if (finals if j.is_final else partials)]
+            waiting = [Waiting(j, j.is_final, len(j.request.audio)) for j in eligible]
+            runnable = sum(w.is_final for w in waiting) or len(waiting)
+            chosen = pick_batch(
+                waiting,
+                self._fair_share(role, runnable),
+                int(cfg.max_padded_seconds * 16_000),
+                max_partial_padded_samples=int(cfg.max_partial_padded_seconds * 16_000),
             )
-            batch = [j for i, j in enumerate(self._waiting) if i in chosen]
-            self._waiting = [j for i, j in enumerate(self._waiting) if i not in chosen]
+            batch = [eligible[i] for i in chosen]
+            taken = {id(j) for j in batch}
+            self._waiting = [j for j in self._waiting if id(j) not in taken]
             metrics.QUEUE_DEPTH.set(len(self._waiting))
             if batch:
-                self._running += 1
+                self._running[role] += 1
                 self._running_partials += not batch[0].is_final
             return batch
 
@@ -177,16 +201,16 @@ class Batcher:
                 keep.append(job)
         self._waiting = keep
 
-    def _loop(self) -> None:
+    def _loop(self, role: WorkerRole) -> None:
         if self._worker_init is not None:
-            self._worker_init()
-        while (batch := self._take_batch()) is not None:
+            self._worker_init(role)
+        while (batch := self._take_batch(role)) is not None:
             if batch:
                 try:
                     self._run(batch)
                 finally:
                     with self._cond:
-                        self._running -= 1
+                        self._running[role] -= 1
                         self._running_partials -= not batch[0].is_final
                         self._last_batch_end = time.perf_counter()
                         self._cond.notify_all()  # a held-back partial may run now
@@ -203,7 +227,8 @@ class Batcher:
         except Exception as exc:  # the runner maps engine errors; this is a bug guard
             log.exception("batch failed outside the retry policy")
             outcomes = [Failed("internal_error", f"{type(exc).__name__}: {exc}", True)] * len(batch)
-        metrics.BATCH_INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        kind = "final" if batch[0].is_final else "partial"
+        metrics.BATCH_INFERENCE_SECONDS.labels(kind).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(batch))
         for job, outcome in zip(batch, outcomes, strict=True):
             job.loop.call_soon_threadsafe(_resolve, job.future, outcome)

@@ -21,7 +21,6 @@ def pick_batch(
     max_batch: int,
     max_padded_samples: int,
     *,
-    partials_allowed: bool = True,
     max_partial_padded_samples: int | None = None,
 ) -> list[int]:
     """Indices of the jobs to run next (``waiting`` is oldest first).
@@ -33,10 +32,9 @@ def pick_batch(
       padding (batch size x longest utterance) small; the padded size stays within
       ``max_padded_samples`` (for partials also ``max_partial_padded_samples``, so a partial
       batch is short and its worker soon free for finals) and the count within ``max_batch``.
-    - With ``partials_allowed`` false, only finals are picked (possibly nothing).
     """
     finals = [i for i, w in enumerate(waiting) if w.is_final]
-    partials = [i for i, w in enumerate(waiting) if not w.is_final] if partials_allowed else []
+    partials = [i for i, w in enumerate(waiting) if not w.is_final]
     group = finals or partials
     if not group:
         return []

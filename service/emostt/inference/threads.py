@@ -8,10 +8,14 @@ worker feeds the GPU.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def usable_cores() -> int:
@@ -20,19 +24,42 @@ def usable_cores() -> int:
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    workers: int
+    workers: int  # run finals (and partials, when partial_workers is 0)
+    partial_workers: int  # run partials only, at a lower OS priority
     threads_per_worker: int
 
 
-def worker_plan(device: str, workers: int | None = None, threads: int | None = None) -> WorkerPlan:
-    """``workers``/``threads`` as configured (None: automatic) for a model on ``device``."""
+def worker_plan(
+    device: str,
+    workers: int | None = None,
+    threads: int | None = None,
+    partial_workers: int | None = None,
+) -> WorkerPlan:
+    """Workers and threads as configured (None: automatic) for a model on ``device``.
+
+    CPU: one final worker per core, one thread each, plus one low-priority partial worker, so
+    partials use the cores finals leave idle. CUDA: one worker feeds the GPU, partials between
+    finals.
+    """
     if device.startswith("cuda"):
-        return WorkerPlan(workers or 1, threads or 1)
+        return WorkerPlan(workers or 1, partial_workers or 0, threads or 1)
     cores = usable_cores()
     n_workers = workers or cores
-    return WorkerPlan(n_workers, threads or max(cores // n_workers, 1))
+    n_partial = 1 if partial_workers is None else partial_workers
+    return WorkerPlan(n_workers, n_partial, threads or max(cores // n_workers, 1))
 
 
 def set_thread_count(threads: int) -> None:
     """Torch intra-op threads for the calling thread's parallel regions (OpenMP keeps it per thread)."""
     torch.set_num_threads(threads)
+
+
+LOW_PRIORITY_NICE = 10
+
+
+def lower_thread_priority() -> None:
+    """Nice the calling thread (Linux schedules threads separately), so it yields to the others."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY_NICE)
+    except OSError as exc:  # not permitted in some sandboxes: run at normal priority
+        log.warning("could not lower the partial worker's priority: %s", exc)

@@ -19,7 +19,10 @@ QUEUE_WAIT_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 BATCH_INFERENCE_SECONDS = Histogram(
-    "emostt_batch_inference_seconds", "Engine time per batch.", buckets=LATENCY_BUCKETS
+    "emostt_batch_inference_seconds",
+    "Engine time per batch, by kind (final or partial batch).",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
 )
 ENDPOINT_TO_FINAL_SECONDS = Histogram(
     "emostt_endpoint_to_final_seconds",
@@ -35,6 +38,11 @@ BATCH_SIZE = Histogram("emostt_batch_size", "Utterances per engine batch.", buck
 
 UTTERANCES = Counter("emostt_utterances_total", "Utterances ended, by outcome.", ["outcome"])
 PARTIALS = Counter("emostt_partials_total", "Partial results, by outcome.", ["outcome"])
+SPECULATIVE_FINALS = Counter(
+    "emostt_speculative_finals_total",
+    "Finals decoded during the endpointing silence: used, or discarded because speech resumed.",
+    ["outcome"],
+)
 ERRORS = Counter("emostt_errors_total", "Error events sent to clients, by code.", ["code"])
 RETRIES = Counter("emostt_retries_total", "Engine calls retried, by reason.", ["reason"])
 FALLBACKS = Counter("emostt_fallbacks_total", "Batches served by the fallback engine.")

@@ -13,6 +13,9 @@ from enum import Enum
 
 FRAME_SAMPLES = 512  # Silero VAD's frame at 16 kHz
 FRAME_MS = FRAME_SAMPLES * 1000 // 16_000  # 32
+# Silence kept after speech (at most prefix_padding_ms): enough for the last phone's CTC
+# emission; short, so the final's audio is fixed early in the endpointing silence.
+TRAILING_PADDING_MS = 100
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,21 @@ class Segmenter:
         """Silent frames at the end of the current utterance so far (0 outside speech)."""
         return self._silence_run if self._start is not None else 0
 
+    def predicted_end(self) -> int | None:
+        """The ``end_frame`` the current utterance will have if silence continues to the endpoint.
+
+        Known once the trailing silence kept in an utterance has passed; from then until the
+        endpoint, the audio of the final is fixed unless speech resumes (which makes this None
+        again). Lets a caller decode the final while the endpointer is still waiting.
+        """
+        if self._start is None or self._silence_run == 0 or self._silence_run < self._trail_frames():
+            return None
+        return max(self.frame - self._silence_run + self._trail_frames(), self._start + 1)
+
+    def _trail_frames(self) -> int:
+        # Keep a little trailing silence (as prefix padding does at the start) but not all of it.
+        return self.config.frames(min(self.config.prefix_padding_ms, TRAILING_PADDING_MS))
+
     def reconfigure(self, config: EndpointConfig) -> None:
         self.config = config
 
@@ -128,8 +146,7 @@ class Segmenter:
         self._silence_run = self._silence_run + 1 if prob < cfg.negative_threshold else 0
         end = index + 1
         if self._silence_run >= max(cfg.frames(cfg.silence_duration_ms), 1):
-            # Keep a little trailing silence (as prefix padding does at the start) but not all of it.
-            trail = min(self._silence_run, cfg.frames(min(cfg.prefix_padding_ms, 200)))
+            trail = min(self._silence_run, self._trail_frames())
             return [self._end(end - self._silence_run + trail, EndReason.SILENCE)]
         if end - self._start >= cfg.frames(cfg.max_utterance_ms):
             event = self._end(end, EndReason.MAX_LENGTH)

@@ -4,6 +4,11 @@ Runs on the event loop. Audio and control messages are handled strictly in arriv
 one consumer (``handle``); VAD runs on the VAD thread and the model on the batcher's thread.
 Finals are sent in utterance order even when batches finish out of order; a partial that
 arrives after its utterance's final is dropped and counted.
+
+Speculative finals: once the trailing silence an utterance keeps has passed, its final audio
+is fixed unless speech resumes, so the final is decoded while the endpointer still waits for
+the rest of ``silence_duration_ms``. At the endpoint that result is sent at once; if speech
+resumed, it is discarded (counted) and the utterance goes on.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ MIN_PARTIAL_MS = 320
 
 
 @dataclass
+class _Speculation:
+    end_frame: int
+    outcome: asyncio.Task[Outcome]
+
+
+@dataclass
 class _Utterance:
     utterance_id: str
     start_frame: int
@@ -45,6 +56,7 @@ class _Utterance:
     partial_frames: int = 0  # utterance length (frames) at the last partial request
     partial_in_flight: bool = False
     ended: bool = False
+    speculation: _Speculation | None = None
 
     def audio(self, end_frame: int | None = None) -> npt.NDArray[np.float32]:
         frames = [f for i, f in self.frames if end_frame is None or i < end_frame]
@@ -59,8 +71,10 @@ class Session:
         emit: Emit,
         config: SessionConfig,
         vad: VadBatcher | None = None,
+        speculative_finals: bool = True,
     ) -> None:
         self.session_id = session_id
+        self._speculative_finals = speculative_finals
         self.config = config
         self._batcher = batcher
         self._emit = emit
@@ -119,6 +133,8 @@ class Session:
         """The client is gone: drop in-flight work, counting finals that can no longer be delivered."""
         for task in self._tasks:
             task.cancel()
+        if self._utterance is not None:
+            self._discard_speculation(self._utterance)
 
     # -- audio -------------------------------------------------------------------------------
 
@@ -148,6 +164,7 @@ class Session:
                 else:
                     self._end_utterance(event)
         self._maybe_partial()
+        self._maybe_speculate()
 
     async def _start_utterance(self, event: SpeechStarted) -> None:
         self._count += 1
@@ -171,6 +188,9 @@ class Session:
             word_timestamps=cfg.word_timestamps,
             known_emotion_only=cfg.known_emotion_only,
         )
+
+    def _submit_final(self, audio: npt.NDArray[np.float32]) -> asyncio.Task[Outcome]:
+        return asyncio.ensure_future(self._batcher.submit(self._request(audio), is_final=True))
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -225,24 +245,48 @@ class Session:
 
     # -- finals ------------------------------------------------------------------------------
 
+    def _maybe_speculate(self) -> None:
+        utt = self._utterance
+        if utt is None or not self._speculative_finals:
+            return
+        end_frame = self._segmenter.predicted_end()
+        if utt.speculation is not None and utt.speculation.end_frame != end_frame:
+            self._discard_speculation(utt)  # speech resumed
+        if end_frame is not None and utt.speculation is None:
+            utt.speculation = _Speculation(end_frame, self._submit_final(utt.audio(end_frame)))
+
+    def _discard_speculation(self, utt: _Utterance) -> None:
+        if utt.speculation is not None:
+            discarded = utt.speculation.outcome
+            discarded.cancel()
+            # Nobody awaits it any more: collect its exception, if any, so none goes unreported.
+            discarded.add_done_callback(lambda t: t.cancelled() or t.exception())
+            utt.speculation = None
+            metrics.SPECULATIVE_FINALS.labels("discarded").inc()
+
     def _end_utterance(self, event: SpeechEnded) -> None:
         utt = self._utterance
         if utt is None:
             return
         self._utterance = None
         utt.ended = True
-        audio = utt.audio(event.end_frame)
+        if utt.speculation is not None and utt.speculation.end_frame == event.end_frame:
+            outcome = utt.speculation.outcome
+            metrics.SPECULATIVE_FINALS.labels("used").inc()
+        else:
+            self._discard_speculation(utt)
+            outcome = self._submit_final(utt.audio(event.end_frame))
         previous = self._last_final
         self._last_final = self._spawn(
             self._deliver_final(
-                utt, audio, event.end_frame, event.reason.value, time.perf_counter(), previous
+                utt, outcome, event.end_frame, event.reason.value, time.perf_counter(), previous
             )
         )
 
     async def _deliver_final(
         self,
         utt: _Utterance,
-        audio: npt.NDArray[np.float32],
+        pending: asyncio.Task[Outcome],
         end_frame: int,
         reason: str,
         endpoint_at: float,
@@ -250,7 +294,7 @@ class Session:
     ) -> None:
         try:
             try:
-                outcome: Outcome = await self._batcher.submit(self._request(audio), is_final=True)
+                outcome: Outcome = await pending
             except EmosttError as exc:
                 outcome = Failed(exc.code, str(exc), exc.retryable)
             if previous is not None:

@@ -141,7 +141,9 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
     await websocket.accept(subprotocol=conn._subprotocol())
     state.connections[conn.session_id] = conn
     metrics.ACTIVE_SESSIONS.set(len(state.connections))
-    session = Session(conn.session_id, state.batcher, conn.emit, config)
+    session = Session(
+        conn.session_id, state.batcher, conn.emit, config, speculative_finals=settings.speculative_finals
+    )
     log.info("session opened", extra={"session_id": conn.session_id, "device_id": device_id})
     try:
         await conn.emit(
