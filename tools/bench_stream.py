@@ -146,6 +146,9 @@ def server_metrics(base: str) -> dict[str, float]:
         "final_queue_wait_ms_mean": mean("emostt_queue_wait_seconds", "[final]") * 1000,
         "partials_sent": values.get("emostt_partials_total[sent]", 0.0),
         "partials_shed": values.get("emostt_partials_total[shed]", 0.0),
+        "partials_stale": values.get("emostt_partials_total[stale]", 0.0),
+        "speculative_used": values.get("emostt_speculative_finals_total[used]", 0.0),
+        "speculative_discarded": values.get("emostt_speculative_finals_total[discarded]", 0.0),
     }
 
 
@@ -201,6 +204,7 @@ def run_one(
         streams = [make_stream(pool, args.duration, rng) for _ in range(sessions)]
         logs = [DeviceLog() for _ in range(sessions)]
         cpu0, _ = proc_usage(server.pid)
+        client_cpu0 = time.process_time()
         t0 = time.perf_counter()
 
         async def everyone() -> None:
@@ -214,6 +218,7 @@ def run_one(
         asyncio.run(everyone())
         wall = time.perf_counter() - t0
         cpu1, rss = proc_usage(server.pid)
+        client_cpu1 = time.process_time()
         finals = [f for log in logs for f in log.finals]
         server_latency = [f["latency_ms"] / 1000 for f in finals]
         device_latency = [x for log in logs for x in log.device_latency_s]
@@ -250,6 +255,10 @@ def run_one(
         "final_queue_wait_ms_mean": round(observed["final_queue_wait_ms_mean"], 1),
         "partials_sent": int(observed["partials_sent"]),
         "partials_shed": int(observed["partials_shed"]),
+        "partials_stale": int(observed["partials_stale"]),
+        "speculative_finals_used": int(observed["speculative_used"]),
+        "speculative_finals_discarded": int(observed["speculative_discarded"]),
+        "client_cpu_percent": round((client_cpu1 - client_cpu0) / wall * 100, 1),
         "model_workers": args.workers,
         "audio_s_per_wall_s": round(sum(f["duration_ms"] for f in finals) / 1000 / wall, 2),
         "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),

@@ -17,16 +17,19 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
+  happy     72     200%   x1.10  75    0    +1.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
-  angry     54     45%    x1.16  90    1    +3.0 dB/oct (pressed, tense)
+  angry     54     30%    x1.16  100   1    +4.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
 
   pitch is ``espeak-ng -p`` (0-99), range the SSML ``<prosody range>`` (how far the
   intonation moves), rate a factor on the clip's base words per minute (``-s``), amp
   ``espeak-ng -a`` (0-200), gap ``-g`` (pause between words, 10 ms units) and tilt a
-  zero-phase spectral slope applied above 500 Hz. Each clip also gets small seeded
-  jitter on pitch, range and level so that the styles overlap at the edges.
+  zero-phase spectral slope applied above 500 Hz. Each clip also gets seeded jitter on
+  pitch (±8, about a speaker's natural spread), range and level, so that the styles
+  overlap at the edges and absolute pitch alone does not give the style away: the cues
+  that separate the styles for an unseen voice are relative ones (how far the pitch
+  moves, spectral tilt, loudness against the voice's neutral level).
 * Level: each voice is scaled by one fixed gain, calibrated so that a neutral reference
   utterance peaks at 0.45 (neutral clips then peak near 0.5). Clips are not normalised
   individually, so an angry clip is well over twice as loud (RMS) as a sad one of the
@@ -219,9 +222,9 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
+    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=75, word_gap=0, tilt_db_per_octave=1.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
-    "angry": Style(pitch=54, pitch_range=45, rate=1.16, amplitude=90, word_gap=1, tilt_db_per_octave=3.0),
+    "angry": Style(pitch=54, pitch_range=30, rate=1.16, amplitude=100, word_gap=1, tilt_db_per_octave=4.0),
 }
 
 
@@ -483,7 +486,7 @@ def _db(value: float) -> float:
 
 def _speech_clip(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     style = STYLES[spec.emotion]
-    pitch = style.pitch + int(rng.integers(-4, 5))
+    pitch = style.pitch + int(rng.integers(-8, 9))
     pitch_range = round(style.pitch_range * rng.uniform(0.9, 1.1))
     wpm = round(spec.speed * style.rate)
     speech = _synthesize(spec.text, spec.voice, style, wpm, pitch, pitch_range)
@@ -511,8 +514,8 @@ def make_clip(spec: ClipSpec) -> Clip:
     rng = np.random.default_rng(_seed(spec))
     audio = _speech_clip(spec, rng) if spec.kind == "speech" else _nospeech_clip(spec, rng)
     peak = float(np.max(np.abs(audio)))
-    # Rescale rather than clip. This touches about one angry clip in seven, by under 3 dB,
-    # so angry stays clearly the loudest style.
+    # Rescale rather than clip. This touches mostly angry clips, by a few dB, so angry
+    # stays the loudest style.
     if peak > MAX_PEAK:
         audio = audio * (MAX_PEAK / peak)
     return Clip(
