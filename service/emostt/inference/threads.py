@@ -59,7 +59,8 @@ LOW_PRIORITY_NICE = 10
 
 def lower_thread_priority() -> None:
     """Nice the calling thread (Linux schedules threads separately), so it yields to the others."""
+    tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY_NICE)
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), LOW_PRIORITY_NICE))
     except OSError as exc:  # not permitted in some sandboxes: run at normal priority
         log.warning("could not lower the partial worker's priority: %s", exc)

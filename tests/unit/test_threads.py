@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+import threading
+
+from emostt.inference.threads import LOW_PRIORITY_NICE, lower_thread_priority, usable_cores, worker_plan
+
+
+def test_cpu_plan_is_one_single_threaded_final_worker_per_core_plus_a_partial_worker() -> None:
+    plan = worker_plan("cpu")
+    assert plan.workers == usable_cores()
+    assert plan.threads_per_worker == 1
+    assert plan.partial_workers == 1
+
+
+def test_cuda_plan_is_one_worker_with_partials_between_finals() -> None:
+    plan = worker_plan("cuda:0")
+    assert (plan.workers, plan.partial_workers) == (1, 0)
+
+
+def test_settings_override_the_plan() -> None:
+    plan = worker_plan("cpu", workers=1, threads=None, partial_workers=0)
+    assert (plan.workers, plan.partial_workers, plan.threads_per_worker) == (1, 0, usable_cores())
+    assert worker_plan("cpu", workers=2, threads=3).threads_per_worker == 3
+
+
+def test_lower_thread_priority_nices_only_the_calling_thread() -> None:
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        lower_thread_priority()
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["worker"] == max(before, LOW_PRIORITY_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before, "the caller is untouched"
