@@ -17,7 +17,7 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     72     200%   x1.10  75    0    +1.5 dB/oct (brighter)
+  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
   angry     54     30%    x1.16  100   1    +4.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
@@ -39,9 +39,9 @@ generator did, not what a listener would perceive:
   ``event_unk`` (coloured noise alone, from barely audible to clearly audible). Clips
   without speech have language ``nospeech`` and emotion ``unknown``.
 
-Splits: ``train`` uses eighteen espeak-ng voice variants and seven base speaking rates;
-``heldout`` uses four other variants and four other rates, so it measures generalisation
-to unseen (synthetic) speakers and tempos, not to real speech.
+Splits: ``train`` uses 32 espeak-ng voice variants (18 per phrase and style) and seven
+base speaking rates; ``heldout`` uses four other variants and four other rates, so it
+measures generalisation to unseen (synthetic) speakers and tempos, not to real speech.
 
 Output is 16 kHz mono float32. Leading and trailing silence is trimmed to 100-200 ms.
 
@@ -194,7 +194,24 @@ TRAIN_VARIANTS: dict[str, str] = {
     "Alicia": "en",
     "Mike": "en-us",
     "Gene": "en",
+    "adam": "en",
+    "benjamin": "en-us",
+    "david": "en",
+    "edward": "en-us",
+    "john": "en",
+    "paul": "en-us",
+    "robert": "en",
+    "travis": "en-us",
+    "m8": "en",
+    "anika": "en-us",
+    "aunty": "en",
+    "steph": "en-us",
+    "Andrea": "en",
+    "shelby": "en-us",
 }
+# Each (phrase, style) is spoken by this many of the train variants (rotated): many voices,
+# at the data size (and training time) of fewer.
+TRAIN_VOICES_PER_PHRASE = 18
 HELDOUT_VARIANTS: dict[str, str] = {"m2": "en-us", "m5": "en", "f3": "en", "f5": "en-us"}
 TRAIN_SPEEDS = (128, 145, 160, 175, 190, 205, 228)
 HELDOUT_SPEEDS = (138, 168, 198, 215)
@@ -222,7 +239,7 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=75, word_gap=0, tilt_db_per_octave=1.5),
+    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
     "angry": Style(pitch=54, pitch_range=30, rate=1.16, amplitude=100, word_gap=1, tilt_db_per_octave=4.0),
 }
@@ -540,9 +557,14 @@ def _speech_specs(split: str) -> list[ClipSpec]:
     specs: list[ClipSpec] = []
     for p, (text, language) in enumerate(PHRASES):
         for e, emotion in enumerate(EMOTIONS):
-            # Train: every variant says every phrase in every style. Held-out: one variant
-            # per (phrase, style), rotated so each variant covers all languages and styles.
-            chosen = names if split == "train" else [names[(p + e) % len(names)]]
+            # Train: TRAIN_VOICES_PER_PHRASE variants per (phrase, style), a window rotated
+            # so every variant speaks every style and language. Held-out: one variant per
+            # (phrase, style), rotated the same way.
+            if split == "train":
+                first = p * 5 + e * 9
+                chosen = [names[(first + k) % len(names)] for k in range(TRAIN_VOICES_PER_PHRASE)]
+            else:
+                chosen = [names[(p + e) % len(names)]]
             for variant in chosen:
                 h = _stable_int(split, text, language, emotion, variant)
                 voice = voice_for(language, variant, variants)
