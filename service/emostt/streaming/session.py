@@ -55,6 +55,7 @@ class _Utterance:
     frames: list[tuple[int, npt.NDArray[np.float32]]] = field(default_factory=list)
     partial_frames: int = 0  # utterance length (frames) at the last partial request
     partial_in_flight: bool = False
+    partial_request: asyncio.Task[Outcome] | None = None
     ended: bool = False
     speculation: _Speculation | None = None
 
@@ -218,13 +219,24 @@ class Session:
 
     async def _deliver_partial(self, utt: _Utterance, audio: npt.NDArray[np.float32], end_frame: int) -> None:
         requested = time.perf_counter()
+        pending = asyncio.ensure_future(self._batcher.submit(self._request(audio), is_final=False))
+        utt.partial_request = pending
         try:
-            outcome = await self._batcher.submit(self._request(audio), is_final=False)
+            await asyncio.wait((pending,))
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        finally:
+            utt.partial_in_flight = False
+            utt.partial_request = None
+        if pending.cancelled():  # the utterance's final is on its way: this partial is moot
+            metrics.PARTIALS.labels("stale").inc()
+            return
+        try:
+            outcome = pending.result()
         except EmosttError:
             metrics.PARTIALS.labels("shed").inc()
             return
-        finally:
-            utt.partial_in_flight = False
         if isinstance(outcome, Failed):
             metrics.PARTIALS.labels("shed" if outcome.code == "partial_shed" else "failed").inc()
             return
@@ -254,6 +266,13 @@ class Session:
             self._discard_speculation(utt)  # speech resumed
         if end_frame is not None and utt.speculation is None:
             utt.speculation = _Speculation(end_frame, self._submit_final(utt.audio(end_frame)))
+            self._drop_partial(utt)
+
+    @staticmethod
+    def _drop_partial(utt: _Utterance) -> None:
+        """A partial still waiting for the model is dropped once the final is being decoded."""
+        if utt.partial_request is not None:
+            utt.partial_request.cancel()
 
     def _discard_speculation(self, utt: _Utterance) -> None:
         if utt.speculation is not None:
@@ -270,6 +289,7 @@ class Session:
             return
         self._utterance = None
         utt.ended = True
+        self._drop_partial(utt)
         if utt.speculation is not None and utt.speculation.end_frame == event.end_frame:
             outcome = utt.speculation.outcome
             metrics.SPECULATIVE_FINALS.labels("used").inc()
