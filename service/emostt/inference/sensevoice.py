@@ -6,13 +6,13 @@ query frames per utterance (language hint and ITN may differ inside a batch), ru
 encoder once over the padded batch and reduces the CTC output on the device to the
 compact arrays ``scores.decode_utterance`` needs.
 
-Concurrency: an engine is owned by one thread; ``transcribe`` is not re-entrant.
+Concurrency: ``transcribe`` may run in several threads at once (the server's model workers,
+see ``threads.py``); it keeps no per-call state on the engine or its frontend.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from emostt.inference.rich_tokens import (
     RichVocab,
 )
 from emostt.inference.scores import CtcFrames, decode_utterance
+from emostt.inference.threads import set_thread_count, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class SenseVoiceEngine:
         source = resolve_model(spec, opts.hub)
         auto_model = build_with_timeout(source, device, opts.load_timeout_s)
         # funasr sets 4 intra-op threads whatever the machine; use the cores this process may run on.
-        torch.set_num_threads(opts.threads or len(os.sched_getaffinity(0)))
+        set_thread_count(opts.threads or usable_cores())
         model_dir = Path(auto_model.kwargs.get("model_path", source.local_dir or ""))
         if (model_dir / "model.pt").is_file():
             verify_checkpoint(auto_model.model, model_dir)

@@ -1,7 +1,7 @@
 """One streaming session: audio in, speech_started / partial / final / error events out.
 
 Runs on the event loop. Audio and control messages are handled strictly in arrival order by
-one consumer (``handle``); VAD runs on the VAD thread and the model on the batcher's thread.
+one consumer (``handle``); VAD runs on the VAD thread and the model on the batcher's workers.
 Finals are sent in utterance order even when batches finish out of order; a partial that
 arrives after its utterance's final is dropped and counted.
 
