@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from emostt.audio import read_audio_file
+
+# "ci" replays the same examples on every run, so a red build always means a code change;
+# "stress" searches much further (run it after touching the segmenter, collate or batcher).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("stress", max_examples=3000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

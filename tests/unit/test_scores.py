@@ -143,7 +143,7 @@ def _decode(ids: list[int]) -> str:
     return "".join(PIECES[i] for i in ids).replace("▁", " ").strip()
 
 
-@settings(max_examples=50)
+@settings(max_examples=max(50, settings.default.max_examples))
 @given(
     st.lists(st.integers(0, len(PIECES) - 1), min_size=QUERY_FRAMES, max_size=40),
     st.data(),
