@@ -8,7 +8,8 @@ random-weight model for SenseVoiceSmall's exact compute cost:
     emostt model make-random /tmp/sv-full --size full
     python tools/bench_engine.py --model /tmp/sv-full --precisions fp32 int8 --out docs/bench/engine-cpu.json
 
-On a CUDA machine: ``--device cuda --precisions fp32 fp16 bf16``.
+On a CUDA machine: ``--device cuda --precisions fp32 fp16 bf16``. ``onnx-int8`` is the onnx
+backend (the encoder on ONNX Runtime, int8; one intra-op thread unless ``--threads``).
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def main() -> None:
     )
     parser.add_argument("--model", required=True)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "int8"], help="fp32, int8, fp16, bf16, onnx-int8"
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 8, 16])
     parser.add_argument("--lengths", nargs="+", type=float, default=[2.0, 5.0, 10.0])
     parser.add_argument("--threads", type=int, default=None)
@@ -187,9 +190,15 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     for precision in args.precisions:
-        engine = SenseVoiceEngine.load(
-            args.model, EngineOptions(device=args.device, precision=precision, threads=args.threads)
+        # "onnx-int8": the onnx backend (ONNX Runtime, int8), exported once into the cache.
+        backend = "onnx" if precision == "onnx-int8" else "torch"
+        options = EngineOptions(
+            device=args.device,
+            precision="int8" if backend == "onnx" else precision,
+            threads=args.threads,
+            backend=backend,
         )
+        engine = SenseVoiceEngine.load(args.model, options)
         for seconds in args.lengths:
             for batch in args.batches:
                 row = {

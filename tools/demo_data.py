@@ -17,7 +17,7 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
+  happy     72     240%   x1.14  70    0    +0.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
   angry     54     30%    x1.16  100   1    +4.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
@@ -74,8 +74,10 @@ import hashlib
 import json
 import multiprocessing
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -213,6 +215,13 @@ TRAIN_VARIANTS: dict[str, str] = {
 # at the data size (and training time) of fewer.
 TRAIN_VOICES_PER_PHRASE = 18
 HELDOUT_VARIANTS: dict[str, str] = {"m2": "en-us", "m5": "en", "f3": "en", "f5": "en-us"}
+# Train variants generated from seeded random voice parameters (vocal tract scale, pitch,
+# breathiness, roughness, flutter): many more speakers than espeak-ng ships, so the model
+# meets a wide spread of timbres and has to separate the styles by what they change.
+GENERATED_VARIANT_COUNT = 96
+GENERATED_VARIANTS: dict[str, str] = {
+    f"emostt{i:02d}": ("en", "en-us")[i % 2] for i in range(GENERATED_VARIANT_COUNT)
+}
 TRAIN_SPEEDS = (128, 145, 160, 175, 190, 205, 228)
 HELDOUT_SPEEDS = (138, 168, 198, 215)
 
@@ -239,7 +248,7 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
+    "happy": Style(pitch=72, pitch_range=240, rate=1.14, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
     "angry": Style(pitch=54, pitch_range=30, rate=1.16, amplitude=100, word_gap=1, tilt_db_per_octave=4.0),
 }
@@ -285,9 +294,84 @@ def voice_for(language: str, variant: str, variants: dict[str, str]) -> str:
     return f"{base}+{variant}"
 
 
+# Files under espeak-ng-data/lang/ for the base voices above.
+USED_LANGUAGE_FILES = frozenset({"gmw/en", "gmw/en-US", "sit/cmn-Latn-pinyin", "sit/yue", "jpx/ja", "ko"})
+
+
+def _system_data_dir() -> Path:
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Data at:\s*(\S+)", out)
+    if match is None:
+        raise RuntimeError(f"cannot find espeak-ng's data directory in {out!r}")
+    return Path(match.group(1))
+
+
+def generated_variant_text(index: int) -> str:
+    """An espeak-ng voice variant file with seeded random speaker parameters.
+
+    The ranges stay within those of the variants espeak-ng ships (formant frequencies at
+    80-135 % of the base voice, pitch 70-250 Hz, breath up to 6, roughness up to 5).
+    """
+    rng = np.random.default_rng(_stable_int("generated-variant", index))
+    female = index % 2 == 1
+    low = rng.uniform(140, 190) if female else rng.uniform(72, 120)
+    high = low + (rng.uniform(50, 90) if female else rng.uniform(25, 60))
+    tract = rng.uniform(1.05, 1.25) if female else rng.uniform(0.85, 1.08)
+    lines = [
+        "language variant",
+        f"name emostt{index:02d}",
+        f"gender {'female' if female else 'male'}",
+        f"pitch {low:.0f} {high:.0f}",
+    ]
+    for formant in range(9):
+        frequency = 100 * tract * rng.uniform(0.94, 1.06)
+        lines.append(
+            f"formant {formant} {frequency:.0f} {rng.uniform(70, 90):.0f} {rng.uniform(100, 180):.0f}"
+        )
+    if rng.random() < 0.5:
+        level = rng.uniform(1, 6)
+        lines.append("breath 0 " + " ".join(f"{level * w:.0f}" for w in (0.5, 1, 1, 1, 1, 0.2, 1)))
+    lines.append(f"roughness {int(rng.integers(0, 6))}")
+    lines.append(f"flutter {int(rng.integers(0, 16))}")
+    lines.append(f"voicing {int(rng.integers(75, 111))}")
+    if rng.random() < 0.5:
+        lines.append(f"echo {int(rng.integers(80, 150))} {int(rng.integers(5, 16))}")
+    return "\n".join(lines) + "\n"
+
+
+@functools.lru_cache(maxsize=1)
+def espeak_path() -> str:
+    """A private espeak-ng data directory: the installed one plus the generated variants.
+
+    Built once per machine and content (the directory name is a digest of both), so
+    parallel workers and reruns share it.
+    """
+    source = _system_data_dir()
+    texts = {f"emostt{i:02d}": generated_variant_text(i) for i in range(GENERATED_VARIANT_COUNT)}
+    digest = _stable_int(str(source), espeak_version(), sorted(texts.items()))
+    root = Path(tempfile.gettempdir()) / f"emostt-espeak-{digest:016x}"
+    if not (root / "espeak-ng-data" / "phontab").exists():
+        staging = Path(tempfile.mkdtemp(prefix="emostt-espeak-"))
+        shutil.copytree(source, staging / "espeak-ng-data", symlinks=True)
+        # espeak-ng lists at most 349 voices and silently drops the rest; keep only the
+        # languages used here so the stock and generated variants all fit.
+        lang_dir = staging / "espeak-ng-data" / "lang"
+        for path in sorted(lang_dir.rglob("*"), reverse=True):
+            if path.is_file() and path.relative_to(lang_dir).as_posix() not in USED_LANGUAGE_FILES:
+                path.unlink()
+        for name, text in texts.items():
+            (staging / "espeak-ng-data" / "voices" / "!v" / name).write_text(text)
+        try:
+            staging.rename(root)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(root)
+
+
 def _installed_voices() -> tuple[set[str], set[str]]:
     def listing(arg: str) -> str:
-        return subprocess.run(["espeak-ng", arg], capture_output=True, text=True, check=True).stdout
+        command = ["espeak-ng", f"--path={espeak_path()}", arg]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
     languages: set[str] = set()
     for line in listing("--voices").splitlines()[1:]:
@@ -311,7 +395,7 @@ def check_voices() -> None:
     languages, variants = _installed_voices()
     wanted_bases = set(BASE_VOICE.values()) | set(TRAIN_VARIANTS.values()) | set(HELDOUT_VARIANTS.values())
     missing = sorted(wanted_bases - languages) + sorted(
-        f"+{v}" for v in {*TRAIN_VARIANTS, *HELDOUT_VARIANTS} - variants
+        f"+{v}" for v in {*TRAIN_VARIANTS, *HELDOUT_VARIANTS, *GENERATED_VARIANTS} - variants
     )
     if missing:
         raise RuntimeError(f"espeak-ng lacks voices: {', '.join(missing)}")
@@ -324,7 +408,7 @@ def check_voices() -> None:
 
 
 def _phonemes(text: str, voice: str) -> str:
-    command = ["espeak-ng", "-q", "-x", "-v", voice, text]
+    command = ["espeak-ng", f"--path={espeak_path()}", "-q", "-x", "-v", voice, text]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
@@ -333,6 +417,7 @@ def _espeak_command(text: str, voice: str, style: Style, wpm: int, pitch: int, p
     ssml = f'<speak><prosody range="{pitch_range}%">{escape(text)}</prosody></speak>'
     return [
         "espeak-ng",
+        f"--path={espeak_path()}",
         "--stdout",
         "-m",
         "-v",
@@ -553,6 +638,8 @@ def _speech_specs(split: str) -> list[ClipSpec]:
     variants, speeds = (
         (TRAIN_VARIANTS, TRAIN_SPEEDS) if split == "train" else (HELDOUT_VARIANTS, HELDOUT_SPEEDS)
     )
+    if split == "train":
+        variants = {**variants, **GENERATED_VARIANTS}
     names = sorted(variants)
     specs: list[ClipSpec] = []
     for p, (text, language) in enumerate(PHRASES):
@@ -562,7 +649,8 @@ def _speech_specs(split: str) -> list[ClipSpec]:
             # (phrase, style), rotated the same way.
             if split == "train":
                 first = p * 5 + e * 9
-                chosen = [names[(first + k) % len(names)] for k in range(TRAIN_VOICES_PER_PHRASE)]
+                stride = len(names) // TRAIN_VOICES_PER_PHRASE  # spread over stock and generated
+                chosen = [names[(first + k * stride) % len(names)] for k in range(TRAIN_VOICES_PER_PHRASE)]
             else:
                 chosen = [names[(p + e) % len(names)]]
             for variant in chosen:

@@ -35,6 +35,8 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
         hub=settings.hub,
         threads=settings.threads,
         load_timeout_s=settings.load_timeout_s,
+        backend=settings.backend,
+        onnx_cache_dir=settings.onnx_cache_dir,
     )
     primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
     fallback = None

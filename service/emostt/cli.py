@@ -28,6 +28,7 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda[:N] or auto")
     parser.add_argument("--precision", default=defaults.precision, help="auto, fp32, int8, fp16, bf16")
     parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--backend", default=defaults.backend, choices=["torch", "onnx"])
     parser.add_argument(
         "--fallback-model",
         default=defaults.fallback_model,
@@ -38,7 +39,9 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 def _engine_from_args(args: argparse.Namespace) -> SenseVoiceEngine:
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
-    options = EngineOptions(device=args.device, precision=args.precision, hub=args.hub, threads=args.threads)
+    options = EngineOptions(
+        device=args.device, precision=args.precision, hub=args.hub, threads=args.threads, backend=args.backend
+    )
     return SenseVoiceEngine.load_with_fallback(args.model, args.fallback_model, options)
 
 
@@ -107,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "device": args.device,
             "precision": args.precision,
             "threads": args.threads,
+            "backend": args.backend,
             "model_workers": args.model_workers,
             "fallback_model": args.fallback_model,
             "host": args.host,
@@ -150,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag in ("--model", "--hub", "--device", "--precision", "--fallback-model", "--host"):
         serve.add_argument(flag, default=None)
+    serve.add_argument("--backend", default=None, choices=["torch", "onnx"], help="encoder runtime")
     serve.add_argument("--threads", type=int, default=None, help="torch threads per model worker")
     serve.add_argument(
         "--model-workers", type=int, default=None, help="model threads (default: one per core on CPU)"

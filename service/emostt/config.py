@@ -35,6 +35,14 @@ class EngineSettings(BaseSettings):
         None,
         description="Torch intra-op threads per model worker; default: usable cores / model_workers.",
     )
+    backend: str = Field(
+        "torch",
+        description="Encoder runtime: 'torch', or 'onnx' (CPU only: the encoder exported once per model "
+        "revision by funasr's exporter and run on ONNX Runtime, int8).",
+    )
+    onnx_cache_dir: str | None = Field(
+        None, description="Where ONNX exports are cached (default ~/.cache/emostt/onnx)."
+    )
     load_timeout_s: float = Field(900.0, description="Give up loading (including download) after this long.")
 
 

@@ -44,6 +44,19 @@ def check_precision(device: str, precision: str) -> None:
         raise ModelLoadError(f"{precision} is for CUDA; on the CPU use fp32 or int8")
 
 
+BACKENDS = ("torch", "onnx")
+
+
+def check_backend(backend: str, device: str, precision: str) -> None:
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnx" and (device != "cpu" or precision != "int8"):
+        raise ModelLoadError(
+            "the onnx backend is the CPU int8 path (device cpu, precision int8 or auto); "
+            f"got device {device!r}, precision {precision!r}"
+        )
+
+
 def build_with_timeout(source: ModelSource, device: str, timeout_s: float) -> Any:
     """funasr's AutoModel, bounded in time: an offline hub lookup must not hang start-up."""
     auto_model_class = auto_model_class_()

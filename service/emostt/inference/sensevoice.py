@@ -26,6 +26,7 @@ from emostt.inference.engine import ModelInfo, TranscriptionRequest, Transcripti
 from emostt.inference.features import Features
 from emostt.inference.loading import (
     build_with_timeout,
+    check_backend,
     check_precision,
     pick_device,
     resolve_precision,
@@ -33,6 +34,7 @@ from emostt.inference.loading import (
     verify_checkpoint,
 )
 from emostt.inference.model_source import ModelSource, resolve_model
+from emostt.inference.onnx_encoder import OnnxEncoder, cache_dir_for, default_cache_root, ensure_exported
 from emostt.inference.rich_tokens import (
     EMOTION_QUERY_INDEX,
     EVENT_QUERY_INDEX,
@@ -57,15 +59,26 @@ class EngineOptions:
     # Round the padded time axis up to this many frames (shape buckets for compiled encoders).
     pad_multiple: int = 1
     compile: bool = False
+    # "torch", or "onnx": the encoder on ONNX Runtime int8 (CPU), exported once per model
+    # revision into onnx_cache_dir (default ~/.cache/emostt/onnx).
+    backend: str = "torch"
+    onnx_cache_dir: str | None = None
 
 
 class SenseVoiceEngine:
     """The production engine. Construct with ``SenseVoiceEngine.load``."""
 
     def __init__(
-        self, auto_model: Any, source: ModelSource, device: str, precision: str, pad_multiple: int = 1
+        self,
+        auto_model: Any,
+        source: ModelSource,
+        device: str,
+        precision: str,
+        pad_multiple: int = 1,
+        onnx_encoder: OnnxEncoder | None = None,
     ) -> None:
         self._model = auto_model.model
+        self._onnx = onnx_encoder
         self._tokenizer = auto_model.kwargs["tokenizer"]
         self._frontend = auto_model.kwargs["frontend"]
         # funasr dithers with fresh random noise on every call; Features applies the configured
@@ -83,7 +96,8 @@ class SenseVoiceEngine:
         self._rich_index = torch.tensor(self._rich_ids, dtype=torch.long, device=self._device)
         model_dir = Path(auto_model.kwargs.get("model_path", source.local_dir or source.spec))
         revision = revision_of(model_dir) if (model_dir / "config.yaml").is_file() else "unknown"
-        self._info = ModelInfo(name=source.spec, revision=revision, device=device, precision=precision)
+        backend = "onnx-int8" if onnx_encoder is not None else precision
+        self._info = ModelInfo(name=source.spec, revision=revision, device=device, precision=backend)
 
     @classmethod
     def load(cls, spec: str, options: EngineOptions | None = None) -> SenseVoiceEngine:
@@ -91,6 +105,7 @@ class SenseVoiceEngine:
         device = pick_device(opts.device)
         precision = resolve_precision(device, opts.precision)
         check_precision(device, precision)
+        check_backend(opts.backend, device, precision)
         source = resolve_model(spec, opts.hub)
         auto_model = build_with_timeout(source, device, opts.load_timeout_s)
         # funasr sets 4 intra-op threads whatever the machine; use the cores this process may run on.
@@ -99,6 +114,16 @@ class SenseVoiceEngine:
         if (model_dir / "model.pt").is_file():
             verify_checkpoint(auto_model.model, model_dir)
         model = auto_model.model.eval()
+        if opts.backend == "onnx":
+            root = Path(opts.onnx_cache_dir) if opts.onnx_cache_dir else default_cache_root()
+            revision = revision_of(model_dir) if (model_dir / "config.yaml").is_file() else source.spec
+            path = ensure_exported(auto_model, cache_dir_for(root, revision))
+            encoder = OnnxEncoder(path, opts.threads or 1)
+            # The torch encoder is not run any more; its weights need not stay in memory.
+            model.encoder = torch.nn.Identity()
+            engine = cls(auto_model, source, device, precision, opts.pad_multiple, onnx_encoder=encoder)
+            log.info("model loaded", extra={"model": spec, "device": device, "backend": "onnx-int8"})
+            return engine
         if precision == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif precision in ("fp16", "bf16"):
@@ -151,6 +176,11 @@ class SenseVoiceEngine:
             )
             for r in requests
         ]
+        if self._onnx is not None:
+            # funasr's exported graph embeds the emotion and event queries itself, at these indices.
+            assert (EMOTION_QUERY_INDEX, EVENT_QUERY_INDEX) == (1, 2)
+            rows = np.asarray(query_rows, dtype=np.int32)
+            return self._onnx.run(feats, lengths, rows[:, 0], rows[:, 3])
         idx = torch.tensor(query_rows, dtype=torch.long).to(self._device)
         queries = self._model.embed(idx).to(self._dtype)
         assert queries.shape[:2] == (batch, QUERY_FRAMES)
