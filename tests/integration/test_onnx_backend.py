@@ -35,7 +35,9 @@ def phrases(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, np.ndar
 
     folder = tmp_path_factory.mktemp("phrases")
     texts = ["turn left", "what time is it", "open the door"]
-    return [(t, read_audio_file(espeak(t, folder / f"{i}.wav", voice="en-us+m3"))) for i, t in enumerate(texts)]
+    return [
+        (t, read_audio_file(espeak(t, folder / f"{i}.wav", voice="en-us+m3"))) for i, t in enumerate(texts)
+    ]
 
 
 def test_onnx_engine_transcribes_speech_like_the_torch_engine(
@@ -52,7 +54,11 @@ def test_onnx_engine_transcribes_speech_like_the_torch_engine(
         assert mine.event.label == reference.event.label
         # int8 moves scores a little, not the distributions' shape.
         for label, p in reference.emotion.scores.items():
-            assert abs(mine.emotion.scores[label] - p) < 0.1, (label, mine.emotion.scores, reference.emotion.scores)
+            assert abs(mine.emotion.scores[label] - p) < 0.1, (
+                label,
+                mine.emotion.scores,
+                reference.emotion.scores,
+            )
     assert onnx_engine.info.precision == "onnx-int8"
 
 
@@ -94,9 +100,10 @@ def test_an_incomplete_cache_entry_is_exported_again(tmp_path: Path) -> None:
     second = SenseVoiceEngine.load("demo", onnx_options(tmp_path))
     audio = np.zeros(8_000, dtype=np.float32)
     assert (entry / COMPLETE_MARKER).is_file()
-    assert second.transcribe([TranscriptionRequest(audio)])[0].text == first.transcribe(
-        [TranscriptionRequest(audio)]
-    )[0].text
+    assert (
+        second.transcribe([TranscriptionRequest(audio)])[0].text
+        == first.transcribe([TranscriptionRequest(audio)])[0].text
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export-")], "staging dirs left behind"
 
 
