@@ -152,7 +152,9 @@ def server_metrics(base: str) -> dict[str, float]:
     }
 
 
-def start_server(args: argparse.Namespace, port: int, batching: bool) -> subprocess.Popen[bytes]:
+def start_server(
+    args: argparse.Namespace, port: int, batching: bool, backend: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1),
@@ -174,6 +176,8 @@ def start_server(args: argparse.Namespace, port: int, batching: bool) -> subproc
         args.device,
         "--precision",
         args.precision,
+        "--backend",
+        backend,
         "--port",
         str(port),
         "--host",
@@ -195,10 +199,10 @@ def start_server(args: argparse.Namespace, port: int, batching: bool) -> subproc
 
 
 def run_one(
-    args: argparse.Namespace, pool: list[np.ndarray], sessions: int, batching: bool
+    args: argparse.Namespace, pool: list[np.ndarray], sessions: int, batching: bool, backend: str
 ) -> dict[str, Any]:
     port = free_port()
-    server = start_server(args, port, batching)
+    server = start_server(args, port, batching, backend)
     try:
         rng = random.Random(sessions)
         streams = [make_stream(pool, args.duration, rng) for _ in range(sessions)]
@@ -233,6 +237,7 @@ def run_one(
     return {
         "sessions": sessions,
         "batching": batching,
+        "backend": backend,
         "partials": args.partials,
         "utterances": len(finals),
         "missing_finals": missing,
@@ -269,16 +274,17 @@ def run_one(
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| sessions | batching | partials | finals | p50 / p95 / p99 endpoint→final (ms)"
+        "| backend | sessions | batching | partials | finals | p50 / p95 / p99 endpoint→final (ms)"
         " | device end-of-speech→final p95 (ms) | partial lag p95 (ms) | behind | mean batch"
         " | final queue wait / final batch / partial batch, mean (ms) | partials sent / shed"
         " | audio s / s | server CPU | RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         e, d, p = r["endpoint_to_final_ms"], r["device_end_of_speech_to_final_ms"], r["partial_lag_ms"]
         lines.append(
-            f"| {r['sessions']} | {'on' if r['batching'] else 'off'} | {r['partials']} | {r['utterances']}"
+            f"| {r.get('backend', 'torch')} | {r['sessions']} | {'on' if r['batching'] else 'off'}"
+            f" | {r['partials']} | {r['utterances']}"
             f" | {e[50]} / {e[95]} / {e[99]} | {d[95]} | {p[95]} | {'yes' if r['fell_behind'] else 'no'}"
             f" | {r['batch_size_mean']} | {r['final_queue_wait_ms_mean']} / {r['final_batch_ms_mean']}"
             f" / {r['partial_batch_ms_mean']}"
@@ -296,6 +302,13 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=["torch", "onnx"],
+        default=["torch"],
+        help="encoder runtimes to compare",
+    )
     parser.add_argument("--sessions", nargs="+", type=int, default=[4, 8, 16])
     parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--partials", choices=["on", "off"], default="on")
@@ -307,11 +320,12 @@ def main() -> None:
 
     pool = [c.audio * 0.9 for c in demo_data.generate("heldout", limit=160) if c.text]
     rows = []
-    for batching in args.batching:
-        for sessions in args.sessions:
-            row = run_one(args, pool, sessions, batching == "on")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for backend in args.backends:
+        for batching in args.batching:
+            for sessions in args.sessions:
+                row = run_one(args, pool, sessions, batching == "on", backend)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPU cores",

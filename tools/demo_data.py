@@ -17,7 +17,7 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     72     240%   x1.14  70    0    +0.5 dB/oct (brighter)
+  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
   angry     54     30%    x1.16  100   1    +4.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
@@ -39,9 +39,12 @@ generator did, not what a listener would perceive:
   ``event_unk`` (coloured noise alone, from barely audible to clearly audible). Clips
   without speech have language ``nospeech`` and emotion ``unknown``.
 
-Splits: ``train`` uses 32 espeak-ng voice variants (18 per phrase and style) and seven
-base speaking rates; ``heldout`` uses four other variants and four other rates, so it
-measures generalisation to unseen (synthetic) speakers and tempos, not to real speech.
+Splits: ``train`` uses 32 of espeak-ng's voice variants plus 32 variants generated from
+seeded random speaker parameters (vocal-tract scale, pitch range, breathiness, roughness,
+flutter; written into a private copy of espeak-ng's data directory), 18 of the 64 per
+phrase and style, and seven base speaking rates; ``heldout`` uses four other stock variants
+and four other rates, so it measures generalisation to unseen (synthetic) speakers and
+tempos, not to real speech.
 
 Output is 16 kHz mono float32. Leading and trailing silence is trimmed to 100-200 ms.
 
@@ -218,7 +221,7 @@ HELDOUT_VARIANTS: dict[str, str] = {"m2": "en-us", "m5": "en", "f3": "en", "f5":
 # Train variants generated from seeded random voice parameters (vocal tract scale, pitch,
 # breathiness, roughness, flutter): many more speakers than espeak-ng ships, so the model
 # meets a wide spread of timbres and has to separate the styles by what they change.
-GENERATED_VARIANT_COUNT = 96
+GENERATED_VARIANT_COUNT = 32
 GENERATED_VARIANTS: dict[str, str] = {
     f"emostt{i:02d}": ("en", "en-us")[i % 2] for i in range(GENERATED_VARIANT_COUNT)
 }
@@ -248,7 +251,7 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=72, pitch_range=240, rate=1.14, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
+    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
     "angry": Style(pitch=54, pitch_range=30, rate=1.16, amplitude=100, word_gap=1, tilt_db_per_octave=4.0),
 }
@@ -649,8 +652,7 @@ def _speech_specs(split: str) -> list[ClipSpec]:
             # (phrase, style), rotated the same way.
             if split == "train":
                 first = p * 5 + e * 9
-                stride = len(names) // TRAIN_VOICES_PER_PHRASE  # spread over stock and generated
-                chosen = [names[(first + k * stride) % len(names)] for k in range(TRAIN_VOICES_PER_PHRASE)]
+                chosen = [names[(first + k) % len(names)] for k in range(TRAIN_VOICES_PER_PHRASE)]
             else:
                 chosen = [names[(p + e) % len(names)]]
             for variant in chosen:

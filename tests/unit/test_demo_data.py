@@ -127,3 +127,23 @@ def test_cli_writes_wavs_and_manifest(tmp_path: Path) -> None:
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert {"text", "language", "emotion", "event", "voice", "speed"} <= row.keys()
     assert json.loads((tmp_path / "meta.json").read_text())["clips"] == 5
+
+
+def test_generated_variants_are_real_distinct_voices_used_in_training_only() -> None:
+    dd.check_voices()  # fails if espeak-ng does not list a pinned or generated variant
+    assert dd.generated_variant_text(3) == dd.generated_variant_text(3)
+    style = dd.STYLES["neutral"]
+    base = dd._synthesize("turn left", "en", style, 175)
+    first, second = (
+        dd._synthesize("turn left", f"en+{name}", style, 175) for name in list(dd.GENERATED_VARIANTS)[:2]
+    )
+    # espeak-ng falls back to the plain voice for a variant it cannot load; these must not.
+    for audio in (first, second):
+        n = min(len(audio), len(base))
+        assert not np.allclose(audio[:n], base[:n], atol=1e-3)
+    n = min(len(first), len(second))
+    assert not np.allclose(first[:n], second[:n], atol=1e-3)
+    train_voices = {s.voice.split("+")[-1] for s in dd.split_specs("train") if s.kind == "speech"}
+    heldout_voices = {s.voice.split("+")[-1] for s in dd.split_specs("heldout") if s.kind == "speech"}
+    assert set(dd.GENERATED_VARIANTS) <= train_voices
+    assert heldout_voices.isdisjoint(dd.GENERATED_VARIANTS)
