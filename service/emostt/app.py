@@ -16,7 +16,12 @@ from fastapi import FastAPI
 from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
 from emostt.config import Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
-from emostt.inference.threads import lower_thread_priority, set_thread_count, worker_plan
+from emostt.inference.threads import (
+    default_max_batch_size,
+    lower_thread_priority,
+    set_thread_count,
+    worker_plan,
+)
 from emostt.policy.retry import ResilientRunner, RetryConfig
 from emostt.transport import http
 from emostt.transport.state import AppState
@@ -93,7 +98,8 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
             BatcherConfig(
                 workers=plan.workers,
                 partial_workers=plan.partial_workers,
-                max_batch_size=settings.max_batch_size,
+                max_batch_size=settings.max_batch_size
+                or default_max_batch_size(primary.info.device, primary.info.backend),
                 max_padded_seconds=settings.max_padded_seconds,
                 max_waiting=settings.max_waiting,
                 max_wait_s=settings.batch_wait_ms / 1000,

@@ -99,7 +99,11 @@ class Settings(EngineSettings):
         True,
         description="Decode each final during the endpointing silence (discarded if speech resumes).",
     )
-    max_batch_size: int = Field(16, description="Utterances per engine batch.")
+    max_batch_size: int | None = Field(
+        None,
+        description="Utterances per engine batch; default 16, or 1 with the onnx backend on CPU, where "
+        "larger batches were measured to add latency without adding throughput (docs/BENCHMARKS.md).",
+    )
     max_padded_seconds: float = Field(
         160.0, description="Batch size x longest utterance cap, in audio seconds."
     )

@@ -13,6 +13,7 @@ from emostt.inference.engine import TranscriptionRequest
 from emostt.inference.onnx_encoder import COMPLETE_MARKER, QUANTIZED_FILE
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 from tests.conftest import espeak
+from tests.integration.server import pcm16, running_server, service_settings, stream
 
 
 def onnx_options(cache: Path) -> EngineOptions:
@@ -59,7 +60,7 @@ def test_onnx_engine_transcribes_speech_like_the_torch_engine(
                 mine.emotion.scores,
                 reference.emotion.scores,
             )
-    assert onnx_engine.info.precision == "onnx-int8"
+    assert (onnx_engine.info.backend, onnx_engine.info.precision) == ("onnx", "int8")
 
 
 def test_padding_in_a_batch_changes_an_utterance_only_by_quantization_noise(
@@ -120,3 +121,16 @@ def test_unsupported_backend_settings_are_refused_clearly(
     options = EngineOptions(device=device, precision=precision, backend=backend, onnx_cache_dir=str(tmp_path))
     with pytest.raises(ModelLoadError, match=message):
         SenseVoiceEngine.load("demo", options)
+
+
+async def test_the_server_streams_finals_from_the_onnx_engine_one_utterance_per_batch(
+    onnx_engine: SenseVoiceEngine, phrases: list[tuple[str, np.ndarray]]
+) -> None:
+    silence = np.zeros(16_000, dtype=np.float32)
+    audio = np.concatenate([silence, phrases[0][1], silence, phrases[1][1], silence])
+    with running_server(service_settings(), onnx_engine) as srv:
+        state = srv.uvicorn_server.config.app.state.emostt
+        assert state.batcher.config.max_batch_size == 1
+        transcript = await stream(srv.ws_url("robot-1"), pcm16(audio))
+    assert [f["text"] for f in transcript.of("final")] == [phrases[0][0], phrases[1][0]]
+    assert not transcript.of("error")

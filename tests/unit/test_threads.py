@@ -3,7 +3,14 @@ from __future__ import annotations
 import os
 import threading
 
-from emostt.inference.threads import LOW_PRIORITY_NICE, lower_thread_priority, usable_cores, worker_plan
+from emostt.inference.threads import (
+    DEFAULT_MAX_BATCH_SIZE,
+    LOW_PRIORITY_NICE,
+    default_max_batch_size,
+    lower_thread_priority,
+    usable_cores,
+    worker_plan,
+)
 
 
 def test_cpu_plan_is_one_single_threaded_final_worker_per_core_plus_a_partial_worker() -> None:
@@ -37,3 +44,9 @@ def test_lower_thread_priority_nices_only_the_calling_thread() -> None:
     thread.join()
     assert seen["worker"] == max(before, LOW_PRIORITY_NICE)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before, "the caller is untouched"
+
+
+def test_batches_default_to_one_utterance_only_for_onnx_on_cpu() -> None:
+    assert default_max_batch_size("cpu", "onnx") == 1
+    assert default_max_batch_size("cpu", "torch") == DEFAULT_MAX_BATCH_SIZE > 1
+    assert default_max_batch_size("cuda:0", "torch") == DEFAULT_MAX_BATCH_SIZE

@@ -85,6 +85,7 @@ class ModelInfo:
     revision: str
     device: str
     precision: str
+    backend: str = "torch"
 
 
 @runtime_checkable

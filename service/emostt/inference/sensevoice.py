@@ -96,8 +96,10 @@ class SenseVoiceEngine:
         self._rich_index = torch.tensor(self._rich_ids, dtype=torch.long, device=self._device)
         model_dir = Path(auto_model.kwargs.get("model_path", source.local_dir or source.spec))
         revision = revision_of(model_dir) if (model_dir / "config.yaml").is_file() else "unknown"
-        backend = "onnx-int8" if onnx_encoder is not None else precision
-        self._info = ModelInfo(name=source.spec, revision=revision, device=device, precision=backend)
+        backend = "onnx" if onnx_encoder is not None else "torch"
+        self._info = ModelInfo(
+            name=source.spec, revision=revision, device=device, precision=precision, backend=backend
+        )
 
     @classmethod
     def load(cls, spec: str, options: EngineOptions | None = None) -> SenseVoiceEngine:

@@ -49,6 +49,17 @@ def worker_plan(
     return WorkerPlan(n_workers, n_partial, threads or max(cores // n_workers, 1))
 
 
+DEFAULT_MAX_BATCH_SIZE = 16
+
+
+def default_max_batch_size(device: str, backend: str) -> int:
+    """ONNX Runtime on CPU costs the same per utterance in a batch as alone (measured), so a
+    batch only makes its first utterance wait; torch's int8 kernels and GPUs gain from batches."""
+    if backend == "onnx" and not device.startswith("cuda"):
+        return 1
+    return DEFAULT_MAX_BATCH_SIZE
+
+
 def set_thread_count(threads: int) -> None:
     """Torch intra-op threads for the calling thread's parallel regions (OpenMP keeps it per thread)."""
     torch.set_num_threads(threads)
