@@ -134,3 +134,10 @@ async def test_the_server_streams_finals_from_the_onnx_engine_one_utterance_per_
         transcript = await stream(srv.ws_url("robot-1"), pcm16(audio))
     assert [f["text"] for f in transcript.of("final")] == [phrases[0][0], phrases[1][0]]
     assert not transcript.of("error")
+
+
+def test_an_unwritable_cache_dir_is_a_clear_load_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache dir should be")
+    with pytest.raises(ModelLoadError, match="cannot write the ONNX cache"):
+        SenseVoiceEngine.load("demo", onnx_options(blocker / "cache"))

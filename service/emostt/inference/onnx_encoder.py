@@ -46,8 +46,13 @@ def ensure_exported(auto_model: Any, cache_dir: Path) -> Path:
     target = cache_dir / QUANTIZED_FILE
     if (cache_dir / COMPLETE_MARKER).is_file() and target.is_file():
         return target
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir.parent))
+    try:
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir.parent))
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot write the ONNX cache {cache_dir.parent} (EMOSTT_ONNX_CACHE_DIR): {exc}"
+        ) from exc
     log.info("exporting the encoder to ONNX (int8), once per model revision", extra={"dir": str(cache_dir)})
     try:
         with stdout_to_stderr():
