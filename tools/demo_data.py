@@ -17,7 +17,7 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     80     200%   x1.10  70    0    +0.5 dB/oct (brighter)
+  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
   angry     54     30%    x1.16  100   1    +4.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
@@ -251,7 +251,7 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=80, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
+    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
     "angry": Style(pitch=54, pitch_range=30, rate=1.16, amplitude=100, word_gap=1, tilt_db_per_octave=4.0),
 }
