@@ -116,26 +116,27 @@ class SenseVoiceEngine:
         if (model_dir / "model.pt").is_file():
             verify_checkpoint(auto_model.model, model_dir)
         model = auto_model.model.eval()
+        onnx_encoder = None
         if opts.backend == "onnx":
             root = Path(opts.onnx_cache_dir) if opts.onnx_cache_dir else default_cache_root()
             revision = revision_of(model_dir) if (model_dir / "config.yaml").is_file() else source.spec
             path = ensure_exported(auto_model, cache_dir_for(root, revision))
-            encoder = OnnxEncoder(path, opts.threads or 1)
+            onnx_encoder = OnnxEncoder(path, opts.threads or 1)
             # The torch encoder is not run any more; its weights need not stay in memory.
             model.encoder = torch.nn.Identity()
-            engine = cls(auto_model, source, device, precision, opts.pad_multiple, onnx_encoder=encoder)
-            log.info("model loaded", extra={"model": spec, "device": device, "backend": "onnx-int8"})
-            return engine
-        if precision == "int8":
+        elif precision == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif precision in ("fp16", "bf16"):
             model = model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
         auto_model.model = model
-        engine = cls(auto_model, source, device, precision, opts.pad_multiple)
-        if opts.compile:
+        engine = cls(auto_model, source, device, precision, opts.pad_multiple, onnx_encoder=onnx_encoder)
+        if opts.compile and onnx_encoder is None:
             # Bucketed time axis (pad_multiple) keeps the number of compiled shapes small.
             engine._model.encoder = torch.compile(engine._model.encoder, dynamic=False)
-        log.info("model loaded", extra={"model": spec, "device": device, "precision": precision})
+        log.info(
+            "model loaded",
+            extra={"model": spec, "device": device, "precision": precision, "backend": engine.info.backend},
+        )
         return engine
 
     @classmethod
