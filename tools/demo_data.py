@@ -17,9 +17,9 @@ generator did, not what a listener would perceive:
   style     pitch  range  rate   amp   gap  tilt
   ========  =====  =====  =====  ====  ===  ==========================================
   neutral   50     100%   x1.00  60    0    flat (espeak-ng defaults apart from level)
-  happy     72     200%   x1.10  70    0    +0.5 dB/oct (brighter)
+  happy     72     220%   x1.20  90    0    +1.5 dB/oct (brighter)
   sad       32     40%    x0.78  36    3    -2.0 dB/oct (duller, lax)
-  angry     54     30%    x1.16  100   1    +4.0 dB/oct (pressed, tense)
+  angry     50     25%    x1.16  110   1    +6.0 dB/oct (pressed, tense)
   ========  =====  =====  =====  ====  ===  ==========================================
 
   pitch is ``espeak-ng -p`` (0-99), range the SSML ``<prosody range>`` (how far the
@@ -251,9 +251,9 @@ class Style:
 
 STYLES: dict[str, Style] = {
     "neutral": Style(pitch=50, pitch_range=100, rate=1.00, amplitude=60, word_gap=0, tilt_db_per_octave=0.0),
-    "happy": Style(pitch=72, pitch_range=200, rate=1.10, amplitude=70, word_gap=0, tilt_db_per_octave=0.5),
+    "happy": Style(pitch=72, pitch_range=220, rate=1.20, amplitude=90, word_gap=0, tilt_db_per_octave=1.5),
     "sad": Style(pitch=32, pitch_range=40, rate=0.78, amplitude=36, word_gap=3, tilt_db_per_octave=-2.0),
-    "angry": Style(pitch=54, pitch_range=30, rate=1.16, amplitude=100, word_gap=1, tilt_db_per_octave=4.0),
+    "angry": Style(pitch=50, pitch_range=25, rate=1.16, amplitude=110, word_gap=1, tilt_db_per_octave=6.0),
 }
 
 
@@ -404,7 +404,7 @@ def check_voices() -> None:
         raise RuntimeError(f"espeak-ng lacks voices: {', '.join(missing)}")
     for text, language in PHRASES:
         voice = voice_for(language, "m1", TRAIN_VARIANTS)
-        if _active_span(_synthesize(text, voice, STYLES["neutral"], 175)) is None:
+        if active_span(_synthesize(text, voice, STYLES["neutral"], 175)) is None:
             raise RuntimeError(f"espeak-ng voice {voice} produced no audio for {text!r}")
         if language != "en" and "(en)" in _phonemes(text, voice):
             raise RuntimeError(f"espeak-ng voice {voice} falls back to English for {text!r}")
@@ -492,7 +492,7 @@ def _frame_rms(audio: np.ndarray, frame: int = SAMPLE_RATE // 100) -> np.ndarray
     return np.sqrt(np.mean(frames**2, axis=1))
 
 
-def _active_span(audio: np.ndarray, below_max_db: float = 35.0) -> tuple[int, int] | None:
+def active_span(audio: np.ndarray, below_max_db: float = 35.0) -> tuple[int, int] | None:
     """Sample range between the first and last 10 ms frame within ``below_max_db`` of the loudest."""
     rms = _frame_rms(audio)
     if rms.size == 0 or rms.max() < 1e-5:
@@ -503,7 +503,7 @@ def _active_span(audio: np.ndarray, below_max_db: float = 35.0) -> tuple[int, in
 
 
 def _trim(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    span = _active_span(audio)
+    span = active_span(audio)
     if span is None:
         return audio
     lead, tail = (int(rng.uniform(0.10, 0.20) * SAMPLE_RATE) for _ in range(2))
@@ -599,7 +599,7 @@ def _speech_clip(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     speech = speech * _voice_gain(spec.voice, spec.language) * rng.uniform(0.92, 1.08)
     speech = speech + _db(NOISE_FLOOR_DBFS) * rng.standard_normal(len(speech))
     if spec.event == "bgm":
-        span = _active_span(speech) or (0, len(speech))
+        span = active_span(speech) or (0, len(speech))
         speech_rms = float(np.sqrt(np.mean(speech[span[0] : span[1]].astype(np.float64) ** 2)))
         snr_db = rng.uniform(5.0, 10.0)
         speech = speech + _fade(_music(len(speech), rng)) * speech_rms / _db(snr_db)

@@ -20,10 +20,11 @@ import demo_data
 
 SESSIONS = 6
 CLIPS_PER_SESSION = 4
-# A sample of held-out clips (unseen voices and speeds); docs/BENCHMARKS.md has the full evaluation.
-# Emotion: the demo model does not reach its 80 % target yet (77 % held-out, see BENCHMARKS.md);
-# this floor checks the full streaming path keeps it well above chance (25 % for four classes).
-MIN_TEXT, MIN_LANGUAGE, MIN_EMOTION = 0.8, 0.9, 0.45
+# A sample of held-out clips (unseen voices and speeds); docs/BENCHMARKS.md has the full evaluation
+# (emotion 84 % of all held-out speech clips). This sample is a harder draw: the engine gets 71 % of
+# its emotions right reading the clips whole, and streaming flips a few borderline happy/neutral
+# calls either way, so the emotion floor leaves room for two or three clips.
+MIN_TEXT, MIN_LANGUAGE, MIN_EMOTION = 0.8, 0.9, 0.6
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def _speech_values(specs: list[Any], field: str) -> set[object]:
 
 
 def _active_rms(audio: np.ndarray) -> float:
-    start, end = dd._active_span(audio)
+    start, end = dd.active_span(audio)
     return float(np.sqrt(np.mean(audio[start:end].astype(np.float64) ** 2)))
 
 
@@ -55,7 +55,7 @@ def test_speech_clip_is_16k_float32_mono_with_speech() -> None:
         "neutral",
         "speech",
     )
-    start, end = dd._active_span(clip.audio)
+    start, end = dd.active_span(clip.audio)
     # Silence trimmed to 100-200 ms each side (a 10 ms frame of slack for the detector).
     assert 0.09 <= start / dd.SAMPLE_RATE <= 0.21
     assert 0.09 <= (len(clip.audio) - end) / dd.SAMPLE_RATE <= 0.21
