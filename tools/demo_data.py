@@ -502,6 +502,12 @@ def active_span(audio: np.ndarray, below_max_db: float = 35.0) -> tuple[int, int
     return int(active[0]) * frame, (int(active[-1]) + 1) * frame
 
 
+def active_rms(audio: np.ndarray) -> float:
+    """RMS over :func:`active_span` (the whole clip when nothing stands out)."""
+    start, end = active_span(audio) or (0, len(audio))
+    return float(np.sqrt(np.mean(audio[start:end].astype(np.float64) ** 2)))
+
+
 def _trim(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     span = active_span(audio)
     if span is None:
@@ -599,8 +605,7 @@ def _speech_clip(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     speech = speech * _voice_gain(spec.voice, spec.language) * rng.uniform(0.92, 1.08)
     speech = speech + _db(NOISE_FLOOR_DBFS) * rng.standard_normal(len(speech))
     if spec.event == "bgm":
-        span = active_span(speech) or (0, len(speech))
-        speech_rms = float(np.sqrt(np.mean(speech[span[0] : span[1]].astype(np.float64) ** 2)))
+        speech_rms = active_rms(speech)
         snr_db = rng.uniform(5.0, 10.0)
         speech = speech + _fade(_music(len(speech), rng)) * speech_rms / _db(snr_db)
     return speech

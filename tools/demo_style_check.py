@@ -37,7 +37,7 @@ def measures(clip: demo_data.Clip, with_pitch: bool) -> list[float]:
     audio = clip.audio.astype(np.float64)
     start, end = demo_data.active_span(clip.audio) or (0, len(audio))
     speech = audio[start:end]
-    level = 20 * np.log10(np.sqrt(np.mean(speech**2)) + 1e-9)
+    level = 20 * np.log10(demo_data.active_rms(clip.audio) + 1e-9)
     power = np.abs(np.fft.rfft(speech)) ** 2
     freqs = np.fft.rfftfreq(len(speech), 1 / demo_data.SAMPLE_RATE)
     low = power[(freqs > 100) & (freqs < 1000)].sum()

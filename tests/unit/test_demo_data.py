@@ -38,11 +38,6 @@ def _speech_values(specs: list[Any], field: str) -> set[object]:
     return {getattr(s, field) for s in specs if s.kind == "speech"}
 
 
-def _active_rms(audio: np.ndarray) -> float:
-    start, end = dd.active_span(audio)
-    return float(np.sqrt(np.mean(audio[start:end].astype(np.float64) ** 2)))
-
-
 def test_speech_clip_is_16k_float32_mono_with_speech() -> None:
     clip = dd.make_clip(_speech())
     assert dd.SAMPLE_RATE == 16000
@@ -66,7 +61,7 @@ def test_every_language_produces_speech() -> None:
         text = next(t for t, lang in dd.PHRASES if lang == language)
         voice = dd.voice_for(language, "f2", dd.TRAIN_VARIANTS)
         clip = dd.make_clip(dd.ClipSpec("speech", text, language, "neutral", "speech", voice, 175))
-        assert _active_rms(clip.audio) > 0.02, language
+        assert dd.active_rms(clip.audio) > 0.02, language
 
 
 def test_same_spec_same_audio() -> None:
@@ -96,7 +91,7 @@ def test_sad_is_slower_and_quieter_than_angry() -> None:
         sad = dd.make_clip(_speech(text, "sad")).audio
         angry = dd.make_clip(_speech(text, "angry")).audio
         assert len(sad) > 1.2 * len(angry), text
-        assert _active_rms(sad) < 0.6 * _active_rms(angry), text
+        assert dd.active_rms(sad) < 0.6 * dd.active_rms(angry), text
 
 
 def test_nospeech_clips_have_no_text() -> None:
