@@ -56,6 +56,7 @@ class DeviceLog:
     partial_lag_s: list[float] = field(default_factory=list)
     utterances_sent: int = 0
     errors: list[str] = field(default_factory=list)
+    refused: str | None = None  # the error code when the server refused the session
 
 
 def free_port() -> int:
@@ -79,8 +80,12 @@ def make_stream(pool: list[np.ndarray], seconds: float, rng: random.Random) -> t
 async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog) -> None:
     step = int(16000 * FRAME_S) * 2
     log.utterances_sent = utterances
+    ends = clip_ends(pcm)
     async with connect(url, max_size=None) as ws:
-        await ws.recv()  # ready
+        first = orjson.loads(await ws.recv())
+        if first["type"] != "ready":  # refused: admission control said the server is full
+            log.refused = first.get("code", first["type"])
+            return
         started = time.perf_counter()
 
         async def sender() -> None:
@@ -96,12 +101,26 @@ async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog) -> None:
             now = time.perf_counter() - started
             if event["type"] == "final":
                 log.finals.append(event)
-                log.device_latency_s.append(now - event["audio_end_ms"] / 1000)
+                # From the end of the speech itself (the final's audio keeps ~100 ms of silence).
+                end_s = event["audio_end_ms"] / 1000
+                speech_end = max((e for e in ends if e <= end_s + 0.05), default=end_s)
+                log.device_latency_s.append(now - speech_end)
             elif event["type"] == "partial":
                 log.partial_lag_s.append(now - event["audio_end_ms"] / 1000)
             elif event["type"] == "error":
                 log.errors.append(event["code"])
         await task
+
+
+def clip_ends(pcm: bytes) -> list[float]:
+    """Seconds at which each clip's speech ends: make_stream separates clips with exact zeros."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    nonzero = np.flatnonzero(samples)
+    if nonzero.size == 0:
+        return []
+    gaps = np.flatnonzero(np.diff(nonzero) > int(0.5 * 16000))
+    last = np.append(nonzero[gaps], nonzero[-1])
+    return [float((i + 1) / 16000) for i in last]
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -156,11 +175,12 @@ def server_metrics(base: str) -> dict[str, float]:
 
 
 def start_server(
-    args: argparse.Namespace, port: int, batching: bool, backend: str
+    args: argparse.Namespace, port: int, batching: bool | None, backend: str
 ) -> subprocess.Popen[bytes]:
+    """``batching`` None: the server's own default batch size."""
     env = {
         **os.environ,
-        "EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1),
+        **({} if batching is None else {"EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1)}),
         "EMOSTT_MAX_CONNECTIONS": "4096",
         **({"EMOSTT_MODEL_WORKERS": str(args.workers)} if args.workers else {}),
         "EMOSTT_LOG_JSON": "true",
@@ -224,7 +244,7 @@ def client_cpu_seconds() -> float:
 
 
 def run_one(
-    args: argparse.Namespace, pool: list[np.ndarray], sessions: int, batching: bool, backend: str
+    args: argparse.Namespace, pool: list[np.ndarray], sessions: int, batching: bool | None, backend: str
 ) -> dict[str, Any]:
     port = free_port()
     server = start_server(args, port, batching, backend)
@@ -255,7 +275,8 @@ def run_one(
         server_latency = [f["latency_ms"] / 1000 for f in finals]
         device_latency = [x for log in logs for x in log.device_latency_s]
         partial_lag = [x for log in logs for x in log.partial_lag_s]
-        missing = sum(max(log.utterances_sent - len(log.finals), 0) for log in logs)
+        admitted = [log for log in logs if log.refused is None]
+        missing = sum(max(log.utterances_sent - len(log.finals), 0) for log in admitted)
         behind = missing > 0 or any(x > SILENCE_MS / 1000 + 2.0 for x in device_latency)
         observed = server_metrics(f"http://127.0.0.1:{port}")
     finally:
@@ -268,6 +289,7 @@ def run_one(
         "backend": backend,
         "partials": args.partials,
         "utterances": len(finals),
+        "refused_sessions": sessions - len(admitted),
         "missing_finals": missing,
         "errors": sorted({e for log in logs for e in log.errors}),
         "endpoint_to_final_ms": {
@@ -300,6 +322,9 @@ def run_one(
     }
 
 
+BATCHING_NAMES = {True: "on", False: "off", None: "default"}
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| backend | sessions | batching | partials | finals | p50 / p95 / p99 endpoint→final (ms)"
@@ -311,8 +336,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         e, d, p = r["endpoint_to_final_ms"], r["device_end_of_speech_to_final_ms"], r["partial_lag_ms"]
         lines.append(
-            f"| {r.get('backend', 'torch')} | {r['sessions']} | {'on' if r['batching'] else 'off'}"
+            f"| {r.get('backend', 'torch')} | {r['sessions']}"
+            f" | {BATCHING_NAMES[r['batching']]}"
             f" | {r['partials']} | {r['utterances']}"
+            f"{' (' + str(r['refused_sessions']) + ' refused)' if r.get('refused_sessions') else ''}"
             f" | {e[50]} / {e[95]} / {e[99]} | {d[95]} | {p[95]} | {'yes' if r['fell_behind'] else 'no'}"
             f" | {r['batch_size_mean']} | {r['final_queue_wait_ms_mean']} / {r['final_batch_ms_mean']}"
             f" / {r['partial_batch_ms_mean']}"
@@ -333,12 +360,18 @@ def main() -> None:
     parser.add_argument(
         "--backends",
         nargs="+",
-        choices=["torch", "onnx"],
-        default=["torch"],
-        help="encoder runtimes to compare",
+        choices=["auto", "torch", "onnx"],
+        default=["auto"],
+        help="encoder runtimes to compare (auto: the server's default)",
     )
     parser.add_argument("--sessions", nargs="+", type=int, default=[4, 8, 16])
-    parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument(
+        "--batching",
+        nargs="+",
+        choices=["on", "off", "default"],
+        default=["default"],
+        help="on: --max-batch; off: 1; default: the server's own choice for its backend",
+    )
     parser.add_argument("--partials", choices=["on", "off"], default="on")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="model workers (default: the server's)")
@@ -357,7 +390,7 @@ def main() -> None:
     for backend in args.backends:
         for batching in args.batching:
             for sessions in args.sessions:
-                row = run_one(args, pool, sessions, batching == "on", backend)
+                row = run_one(args, pool, sessions, {"on": True, "off": False}.get(batching), backend)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     report = {

@@ -1,13 +1,21 @@
 """``create_app(settings)``: the FastAPI application. The lifespan loads and warms the engine
-(off the event loop) and runs the process-wide batcher."""
+(off the event loop) and owns the process-wide batcher and VAD: started before the server
+reports ready, stopped after the sessions are drained.
+
+``emostt serve`` runs it with ``DrainingServer``; ``uvicorn --factory emostt.app:app_from_env``
+works too (settings from ``EMOSTT_*``; uvicorn's own WebSocket pings, 20 s by default, apply).
+The send timeout that closes a client which stopped reading is the app's own, either way."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
 import numpy as np
 import uvicorn
@@ -23,6 +31,7 @@ from emostt.inference.threads import (
     worker_plan,
 )
 from emostt.policy.retry import ResilientRunner, RetryConfig
+from emostt.streaming.vad import VadBatcher
 from emostt.transport import http
 from emostt.transport.state import AppState
 from emostt.transport.ws import stt_endpoint
@@ -42,6 +51,8 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
         load_timeout_s=settings.load_timeout_s,
         backend=settings.backend,
         onnx_cache_dir=settings.onnx_cache_dir,
+        # The server starts serving at once (torch) and switches when the ONNX export is ready.
+        background_export=True,
     )
     primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
     fallback = None
@@ -52,13 +63,20 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn closes WebSockets before the app's shutdown runs; drain the sessions first."""
+    """uvicorn closes WebSockets before the app's shutdown runs; drain the sessions first.
+    A second SIGTERM or SIGINT ends the drain at once (uvicorn itself only counts SIGINT)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig in (signal.SIGINT, signal.SIGTERM):
+            log.warning("second signal: ending the drain now")
+            self.force_exit = True
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
         state: AppState | None = getattr(getattr(app, "state", None), "emostt", None)
         if state is not None:
-            await state.drain(state.settings.drain_timeout_s)
+            await state.drain(state.settings.drain_timeout_s, cut_short=lambda: self.force_exit)
         await super().shutdown(sockets)
 
 
@@ -73,58 +91,31 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
         primary, backup = (
             (engine, fallback) if engine is not None else await asyncio.to_thread(load_engines, settings)
         )
-        retry = RetryConfig(
-            max_retries=settings.max_retries,
-            backoff_s=settings.retry_backoff_s,
-            breaker_failures=settings.breaker_failures,
-            breaker_cooldown_s=settings.breaker_cooldown_s,
-        )
-        state.runner = ResilientRunner(primary, backup, retry)
-        if settings.warmup:
-            await asyncio.to_thread(
-                primary.transcribe, [TranscriptionRequest(np.zeros(16_000, dtype=np.float32))]
-            )
-        plan = worker_plan(
-            primary.info.device, settings.model_workers, settings.threads, settings.partial_workers
-        )
-
-        def init_worker(role: WorkerRole) -> None:
-            set_thread_count(plan.threads_per_worker)
-            if role == "partial":
-                lower_thread_priority()
-
-        state.batcher = Batcher(
-            state.runner,
-            BatcherConfig(
-                workers=plan.workers,
-                partial_workers=plan.partial_workers,
-                max_batch_size=settings.max_batch_size
-                or default_max_batch_size(primary.info.device, primary.info.backend),
-                max_padded_seconds=settings.max_padded_seconds,
-                max_waiting=settings.max_waiting,
-                max_wait_s=settings.batch_wait_ms / 1000,
-                partial_deadline_s=settings.partial_deadline_s,
-                overload_wait_s=settings.overload_wait_s,
+        state.runner = ResilientRunner(
+            primary,
+            backup,
+            RetryConfig(
+                max_retries=settings.max_retries,
+                backoff_s=settings.retry_backoff_s,
+                breaker_failures=settings.breaker_failures,
+                breaker_cooldown_s=settings.breaker_cooldown_s,
             ),
-            worker_init=init_worker,
         )
+        warmup_s = await asyncio.to_thread(_warm_up, primary) if settings.warmup else None
+        state.batcher = _make_batcher(settings, state.runner, primary)
+        if warmup_s is not None:  # the first cost estimate, until served batches are measured
+            state.batcher.capacity.record_batch(WARMUP_AUDIO_S, warmup_s)
+        state.vad = VadBatcher()
         state.batcher.start()
+        state.vad.start()
         state.model = primary.info
         state.ready = True
-        log.info(
-            "ready",
-            extra={
-                "model": primary.info.name,
-                "device": primary.info.device,
-                "model_workers": plan.workers,
-                "partial_workers": plan.partial_workers,
-                "threads_per_worker": plan.threads_per_worker,
-            },
-        )
+        log.info("ready", extra={"model": primary.info.name, "device": primary.info.device})
         try:
             yield
         finally:
             await state.drain(settings.drain_timeout_s)
+            state.vad.stop()
             await asyncio.to_thread(state.batcher.stop)
 
     app = FastAPI(title="emostt", lifespan=lifespan)
@@ -132,3 +123,61 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
     app.include_router(http.router)
     app.add_api_websocket_route("/ws/stt/{device_id}", stt_endpoint)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory emostt.app:app_from_env``: settings from ``EMOSTT_*``."""
+    return create_app(Settings())
+
+
+WARMUP_AUDIO_S = 2.0
+
+
+def _warm_up(engine: Engine) -> float:
+    """One batch before reporting ready (first-call allocations happen here, not in a session's
+    final); its time is the first estimate of what a second of audio costs."""
+    audio = np.random.default_rng(0).standard_normal(int(WARMUP_AUDIO_S * 16_000)).astype(np.float32) * 0.01
+    engine.transcribe([TranscriptionRequest(audio)])  # the first call pays one-off set-up costs
+    started = time.perf_counter()
+    engine.transcribe([TranscriptionRequest(audio)])
+    return time.perf_counter() - started
+
+
+def _make_batcher(settings: Settings, runner: ResilientRunner, primary: Engine) -> Batcher:
+    plan = worker_plan(
+        primary.info.device, settings.model_workers, settings.threads, settings.partial_workers
+    )
+    log.info(
+        "model workers",
+        extra={
+            "model_workers": plan.workers,
+            "partial_workers": plan.partial_workers,
+            "threads_per_worker": plan.threads_per_worker,
+        },
+    )
+
+    def init_worker(role: WorkerRole) -> None:
+        set_thread_count(plan.threads_per_worker)
+        if role == "partial":
+            lower_thread_priority()
+
+    def max_batch_size() -> int:
+        # Read per batch: the engine may switch backend (torch -> onnx) while serving.
+        return settings.max_batch_size or default_max_batch_size(primary.info.device, primary.info.backend)
+
+    return Batcher(
+        runner,
+        BatcherConfig(
+            workers=plan.workers,
+            partial_workers=plan.partial_workers,
+            max_batch_size=max_batch_size,
+            max_padded_seconds=settings.max_padded_seconds,
+            max_waiting=settings.max_waiting,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            partial_deadline_s=settings.partial_deadline_s,
+            overload_wait_s=settings.overload_wait_s,
+            target_utilization=settings.target_utilization,
+            session_demand_prior=settings.session_demand_prior,
+        ),
+        worker_init=init_worker,
+    )

@@ -7,42 +7,103 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import orjson
+from pydantic import ValidationError
 
 from emostt.errors import EmosttError
 
 if TYPE_CHECKING:
+    from emostt.config import EngineSettings
     from emostt.inference.sensevoice import SenseVoiceEngine
 
 MAX_FILE_SECONDS = 30.0
 
+# Settings a flag can set, by field name: an invalid value is reported by its flag. A flag left
+# out is None, so the setting comes from EMOSTT_* or its default.
+ENGINE_FLAGS = {
+    "model": "--model",
+    "hub": "--hub",
+    "device": "--device",
+    "precision": "--precision",
+    "threads": "--threads",
+    "backend": "--backend",
+    "fallback_model": "--fallback-model",
+}
+SERVE_FLAGS = {**ENGINE_FLAGS, "model_workers": "--model-workers", "host": "--host", "port": "--port"}
+
+SettingsT = TypeVar("SettingsT", bound="EngineSettings")
+
+
+class InvalidSettingsError(Exception):
+    """Settings refused at start-up; ``report`` writes one line per problem."""
+
+    def __init__(self, error: ValidationError, flags: dict[str, str]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.flags = flags
+
+    def report(self) -> None:
+        """``emostt: invalid setting <field> (<flag or EMOSTT_ variable>): <problem>``; never the value."""
+        for problem in self.error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else "settings"
+            name = ".".join([field, *map(str, problem["loc"][1:])])
+            source = self.flags.get(field) or f"EMOSTT_{field.upper()}"
+            sys.stderr.write(f"emostt: invalid setting {name} ({source}): {problem['msg']}\n")
+
+
+def _settings_from_args(cls: type[SettingsT], args: argparse.Namespace, flags: dict[str, str]) -> SettingsT:
+    """``cls`` from the flags given (the rest from EMOSTT_* or defaults), validated."""
+    given = {field: getattr(args, field) for field in flags if getattr(args, field) is not None}
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        raise InvalidSettingsError(exc, {field: flags[field] for field in given}) from None
+
+
+def _device(value: str) -> str:
+    """argparse type for --device: the same check the settings make."""
+    from emostt.config import DEVICE_CHOICES, DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"must be {DEVICE_CHOICES}, got {value!r}")
+    return value
+
 
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
-    from emostt.config import EngineSettings
+    """The model flags shared by transcribe and serve; closed sets are argparse choices."""
+    from emostt.config import Backend, Hub, Precision
 
-    defaults = EngineSettings()
-    parser.add_argument("--model", default=defaults.model, help="hub id, model dir, or bundled name")
-    parser.add_argument("--hub", default=defaults.hub, choices=["ms", "hf"])
-    parser.add_argument("--device", default=defaults.device, help="cpu, cuda[:N] or auto")
-    parser.add_argument("--precision", default=defaults.precision, help="auto, fp32, int8, fp16, bf16")
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--backend", default=defaults.backend, choices=["torch", "onnx"])
+    parser.add_argument("--model", help="hub id, model dir, or bundled name (default iic/SenseVoiceSmall)")
+    parser.add_argument("--hub", choices=get_args(Hub), help="model hub (default ms)")
+    parser.add_argument("--device", type=_device, help="cpu, cuda[:N] or auto (default)")
+    parser.add_argument("--precision", choices=get_args(Precision), help="default auto")
+    parser.add_argument(
+        "--backend",
+        choices=get_args(Backend),
+        help="encoder runtime (default auto: onnx int8 on CPU, torch on CUDA)",
+    )
+    parser.add_argument("--threads", type=int, help="torch threads per model worker")
     parser.add_argument(
         "--fallback-model",
-        default=defaults.fallback_model,
         help="model to load when --model cannot be loaded (e.g. 'demo' when offline); off by default",
     )
 
 
-def _engine_from_args(args: argparse.Namespace) -> SenseVoiceEngine:
+def _engine_from_settings(settings: EngineSettings) -> SenseVoiceEngine:
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
     options = EngineOptions(
-        device=args.device, precision=args.precision, hub=args.hub, threads=args.threads, backend=args.backend
+        device=settings.device,
+        precision=settings.precision,
+        hub=settings.hub,
+        threads=settings.threads,
+        backend=settings.backend,
+        load_timeout_s=settings.load_timeout_s,
+        onnx_cache_dir=settings.onnx_cache_dir,
     )
-    return SenseVoiceEngine.load_with_fallback(args.model, args.fallback_model, options)
+    return SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
 
 
 def _format_result(name: str, result: dict[str, Any]) -> str:
@@ -58,8 +119,10 @@ def _format_result(name: str, result: dict[str, Any]) -> str:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from emostt.audio import SAMPLE_RATE, read_audio_file
+    from emostt.config import EngineSettings
     from emostt.inference.engine import TranscriptionRequest
 
+    settings = _settings_from_args(EngineSettings, args, ENGINE_FLAGS)
     requests = []
     for name in args.files:
         audio = read_audio_file(Path(name))
@@ -77,7 +140,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 known_emotion_only=args.known_emotion,
             )
         )
-    engine = _engine_from_args(args)
+    engine = _engine_from_settings(settings)
     for name, result in zip(args.files, engine.transcribe(requests), strict=True):
         payload = {"file": name, **result.to_dict()}
         if args.json:
@@ -96,37 +159,24 @@ def cmd_make_random(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from emostt.config import Settings
+
+    settings = _settings_from_args(Settings, args, SERVE_FLAGS)
+
+    # Imported once the settings are known to be valid: a refused start-up stays quick.
     import uvicorn
 
     from emostt.app import DrainingServer, create_app
-    from emostt.config import Settings
     from emostt.observability.logging import configure
 
-    overrides = {
-        key: value
-        for key, value in {
-            "model": args.model,
-            "hub": args.hub,
-            "device": args.device,
-            "precision": args.precision,
-            "threads": args.threads,
-            "backend": args.backend,
-            "model_workers": args.model_workers,
-            "fallback_model": args.fallback_model,
-            "host": args.host,
-            "port": args.port,
-        }.items()
-        if value is not None
-    }
-    settings = Settings(**overrides)
     configure(json_logs=settings.log_json)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_message_bytes,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 10,
     )
@@ -152,10 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="run the streaming WebSocket service (settings also from EMOSTT_* env)"
     )
-    for flag in ("--model", "--hub", "--device", "--precision", "--fallback-model", "--host"):
-        serve.add_argument(flag, default=None)
-    serve.add_argument("--backend", default=None, choices=["torch", "onnx"], help="encoder runtime")
-    serve.add_argument("--threads", type=int, default=None, help="torch threads per model worker")
+    _add_engine_args(serve)
+    serve.add_argument("--host", default=None)
     serve.add_argument(
         "--model-workers", type=int, default=None, help="model threads (default: one per core on CPU)"
     )
@@ -177,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         return int(args.func(args))
+    except InvalidSettingsError as exc:
+        exc.report()
+        return 2
     except (EmosttError, ValueError) as exc:
         sys.stderr.write(f"emostt: error: {exc}\n")
         return 2

@@ -1,56 +1,103 @@
-"""Service settings: environment (``EMOSTT_*``) and CLI flags, one documented field each."""
+"""Service settings: environment (``EMOSTT_*``) and CLI flags, one documented field each.
+
+Every field is typed and bounded, so a nonsensical value stops the service at start-up with a
+message naming the field instead of surfacing later as a crash or a silently odd behaviour.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emostt.inference.model_source import DEFAULT_MODEL
+from emostt.streaming.protocol import SessionConfig
+from emostt.transport.auth import DEVICE_ID
+
+Hub = Literal["ms", "hf"]
+Precision = Literal["auto", "fp32", "int8", "fp16", "bf16"]
+Backend = Literal["auto", "torch", "onnx"]
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+MAX_TOKEN_CHARS = 4096
+
+# Counts that are "automatic" when left unset; when given, they must be usable.
+PositiveCount = Annotated[int, Field(ge=1, le=1024)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _invalid(kind: str, message: str) -> PydanticCustomError:
+    """A validation error whose text is exactly ``message`` (pydantic adds the field's location)."""
+    return PydanticCustomError(kind, "{message}", {"message": message})
+
+
+def check_device(field: str, value: str) -> str:
+    """``value`` when it names a device the engine can pick; otherwise an error naming ``field``."""
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise _invalid("invalid_device", f"{field} must be {DEVICE_CHOICES}, got {value!r}")
+    return value
 
 
 class EngineSettings(BaseSettings):
     """How the model is loaded and run."""
 
-    model_config = SettingsConfigDict(env_prefix="EMOSTT_", extra="ignore")
+    # extra="forbid" refuses a misspelt keyword; pydantic-settings reads only the EMOSTT_* variables
+    # that name a field, so unrelated variables in the environment are still ignored.
+    # hide_input_in_errors: validation errors must never echo a value (auth tokens are secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="EMOSTT_", extra="forbid", hide_input_in_errors=True, allow_inf_nan=False
+    )
 
-    model: str = Field(
+    model: NonEmpty = Field(
         DEFAULT_MODEL,
         description="Hub id (ModelScope by default), local SenseVoice model dir, or a bundled model name.",
     )
-    fallback_model: str | None = Field(
+    fallback_model: NonEmpty | None = Field(
         None,
         description="Loaded instead when `model` cannot be loaded (e.g. 'demo' offline). Off by default: "
         "production should fail loudly rather than serve another model.",
     )
-    hub: str = Field("ms", description="Hub for model ids: 'ms' (ModelScope) or 'hf' (Hugging Face).")
+    hub: Hub = Field("ms", description="Hub for model ids: 'ms' (ModelScope) or 'hf' (Hugging Face).")
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (CUDA when available).")
-    precision: str = Field(
+    precision: Precision = Field(
         "auto",
         description="fp32, int8 (CPU dynamic quantization), fp16 or bf16 (CUDA); "
         "auto: int8 on CPU, fp16 on CUDA.",
     )
-    threads: int | None = Field(
+    threads: PositiveCount | None = Field(
         None,
         description="Torch intra-op threads per model worker; default: usable cores / model_workers.",
     )
-    backend: str = Field(
-        "torch",
-        description="Encoder runtime: 'torch', or 'onnx' (CPU only: the encoder exported once per model "
-        "revision by funasr's exporter and run on ONNX Runtime, int8).",
+    backend: Backend = Field(
+        "auto",
+        description="Encoder runtime: 'torch', 'onnx' (CPU only: the encoder exported once per model "
+        "revision by funasr's exporter and run on ONNX Runtime, int8), or auto: the fast path per "
+        "device — on CPU the ONNX Runtime int8 graph (served with torch until the one-time background "
+        "export finishes), torch on CUDA.",
     )
-    onnx_cache_dir: str | None = Field(
+    onnx_cache_dir: NonEmpty | None = Field(
         None, description="Where ONNX exports are cached (default ~/.cache/emostt/onnx)."
     )
-    load_timeout_s: float = Field(900.0, description="Give up loading (including download) after this long.")
+    load_timeout_s: float = Field(
+        900.0, gt=0, description="Give up loading (including download) after this long."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return check_device("device", value)
 
 
 class Settings(EngineSettings):
     """Everything the server reads at start-up. Env: ``EMOSTT_<FIELD>`` (JSON for dicts and lists)."""
 
-    host: str = Field("0.0.0.0", description="Interface to bind.")
-    port: int = Field(8000, description="TCP port.")
+    host: NonEmpty = Field("0.0.0.0", description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     fallback_device: str | None = Field(
         None,
         description="A second copy of the model on this device (e.g. 'cpu'), served when the primary fails.",
@@ -58,39 +105,82 @@ class Settings(EngineSettings):
     warmup: bool = Field(True, description="Run one batch before reporting ready.")
 
     # Security and limits.
-    auth_tokens: dict[str, str] = Field(
+    auth_tokens: dict[SecretStr, str] = Field(
         default_factory=dict,
-        description="token -> device_id it is bound to ('*' for any). Empty: the service runs open.",
+        description="token -> device_id it is bound to ('*' for any). Empty: the service runs open. "
+        "Tokens are kept as secrets: never shown by repr, str or model_dump.",
     )
-    allowed_origins: list[str] = Field(
+    allowed_origins: list[NonEmpty] = Field(
         default_factory=list,
         description="Browser Origin allowlist; empty allows any (and non-browser clients).",
     )
     max_connections: int = Field(
-        256, description="Open sessions beyond this are refused with close code 1013."
+        256, ge=1, le=1_000_000, description="Open sessions beyond this are refused with close code 1013."
     )
-    max_message_bytes: int = Field(256 * 1024, description="Larger WebSocket messages are refused with 1009.")
+    max_message_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Larger WebSocket messages are refused with 1009.",
+    )
     max_session_s: float = Field(
-        3600.0, description="A session is closed (after its finals) after this long."
+        3600.0, gt=0, description="A session is closed (after its finals) after this long."
     )
-    idle_timeout_s: float = Field(60.0, description="A session that sends nothing for this long is closed.")
+    idle_timeout_s: float = Field(
+        60.0, gt=0, description="A session that sends nothing for this long is closed."
+    )
     max_realtime_factor: float = Field(
-        2.0, description="Audio may arrive at most this many times faster than real time (after the burst)."
+        2.0,
+        ge=1.0,
+        description="Audio may arrive at most this many times faster than real time (after the burst).",
     )
     burst_audio_s: float = Field(
-        5.0, description="Audio seconds a client may send ahead of real time at once."
+        5.0, ge=0, description="Audio seconds a client may send ahead of real time at once."
     )
     receive_queue_size: int = Field(
-        128, description="Messages buffered per session before it is closed as too fast."
+        128, ge=1, le=100_000, description="Messages buffered per session before it is closed as too fast."
+    )
+    ws_ping_interval_s: float = Field(
+        20.0, gt=0, description="Interval of the server's WebSocket protocol pings."
+    )
+    ws_ping_timeout_s: float = Field(
+        20.0, gt=0, description="A client that does not answer a protocol ping within this long is dropped."
+    )
+    send_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="An event that cannot be sent within this long means the client stopped reading: "
+        "the session is closed and counted.",
+    )
+
+    # Capacity and readiness.
+    target_utilization: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Fraction of the measured model capacity that admitted sessions may use; "
+        "sessions beyond it are refused with 1013.",
+    )
+    session_demand_prior: float = Field(
+        1.0,
+        gt=0,
+        le=4,
+        description="Final audio seconds per second one session is assumed to need until it is measured.",
+    )
+    readiness_reports_full: bool = Field(
+        True,
+        description="/readyz answers 503 ('full') while new sessions would be refused for capacity, so a "
+        "load balancer sends new sessions to other replicas; open sessions are not affected.",
     )
 
     # Batching and resilience.
-    model_workers: int | None = Field(
+    model_workers: PositiveCount | None = Field(
         None,
         description="Model threads, each running its own batches; default: one per usable core on CPU "
         "(one torch thread each), one on CUDA.",
     )
-    partial_workers: int | None = Field(
+    partial_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
         None,
         description="Model threads that run partials only, at a lower OS priority; default: 1 on CPU, "
         "0 on CUDA (partials then run between finals).",
@@ -99,34 +189,104 @@ class Settings(EngineSettings):
         True,
         description="Decode each final during the endpointing silence (discarded if speech resumes).",
     )
-    max_batch_size: int | None = Field(
+    max_batch_size: PositiveCount | None = Field(
         None,
         description="Utterances per engine batch; default 16, or 1 with the onnx backend on CPU, where "
         "larger batches were measured to add latency without adding throughput (docs/BENCHMARKS.md).",
     )
     max_padded_seconds: float = Field(
-        160.0, description="Batch size x longest utterance cap, in audio seconds."
+        160.0, gt=0, description="Batch size x longest utterance cap, in audio seconds."
     )
-    max_waiting: int = Field(512, description="Utterances waiting for the model before new ones are refused.")
-    batch_wait_ms: float = Field(5.0, description="While busy, wait this long for more utterances to batch.")
+    max_waiting: int = Field(
+        512, ge=1, description="Utterances waiting for the model before new ones are refused."
+    )
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="While busy, wait this long for more utterances to batch."
+    )
     partial_deadline_s: float = Field(
-        1.0, description="Partials waiting longer are dropped (a fresher one follows)."
+        1.0, gt=0, description="Partials waiting longer are dropped (a fresher one follows)."
     )
     overload_wait_s: float = Field(
-        0.3, description="Smoothed final queue wait above which partials slow down and new sessions get 1013."
+        0.3,
+        gt=0,
+        description="Smoothed final queue wait above which partials slow down and new sessions get 1013.",
     )
-    max_retries: int = Field(2, description="Retries of a failed engine call before falling back / failing.")
-    retry_backoff_s: float = Field(0.05, description="First retry delay; doubles each retry.")
-    breaker_failures: int = Field(3, description="Consecutive failed batches that open the circuit breaker.")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed engine call before falling back / failing."
+    )
+    retry_backoff_s: float = Field(0.05, ge=0, le=60, description="First retry delay; doubles each retry.")
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failed batches that open the circuit breaker."
+    )
     breaker_cooldown_s: float = Field(
-        30.0, description="How long the breaker routes to the fallback before retrying."
+        30.0, gt=0, description="How long the breaker routes to the fallback before retrying."
     )
 
     session_defaults: dict[str, Any] = Field(
         default_factory=dict,
-        description="Defaults for every session's config (same shape as the config message).",
+        description="Defaults for every session's config (same shape as the config message); "
+        "checked at start-up.",
     )
     drain_timeout_s: float = Field(
-        20.0, description="On shutdown, time given to open sessions to get their finals."
+        20.0, gt=0, description="On shutdown, time given to open sessions to get their finals."
     )
     log_json: bool = Field(True, description="Structured JSON logs on stderr.")
+
+    @field_validator("fallback_device")
+    @classmethod
+    def _check_fallback_device(cls, value: str | None) -> str | None:
+        return None if value is None else check_device("fallback_device", value)
+
+    @field_validator("session_defaults")
+    @classmethod
+    def _check_session_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Checked as the config every session starts from, so a typo fails the start-up rather than
+        # every session. The dict itself is kept: each connection merges its own sample_rate in.
+        try:
+            SessionConfig.model_validate(value)
+        except ValidationError as exc:
+            raise _invalid("invalid_session_defaults", session_config_problems(exc)) from None
+        return value
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _check_auth_tokens(cls, value: object) -> object:
+        return secret_token_table(value) if isinstance(value, Mapping) else value
+
+
+def session_config_problems(exc: ValidationError) -> str:
+    """``session_defaults.<nested field>: <problem>`` for each problem, joined with '; '."""
+    problems = []
+    for error in exc.errors():
+        path = ".".join(["session_defaults", *map(str, error["loc"])])
+        problems.append(f"{path}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def secret_token_table(table: Mapping[Any, Any]) -> dict[SecretStr, str]:
+    """``token -> device_id`` with every token wrapped as a secret.
+
+    Problems are reported by the token's position, never by its text (or by the device id, which
+    may be a token when the pair was written the wrong way round).
+    """
+    checked: dict[SecretStr, str] = {}
+    for position, (raw_token, device) in enumerate(table.items(), start=1):
+        token = raw_token.get_secret_value() if isinstance(raw_token, SecretStr) else raw_token
+        where = f"auth_tokens: token #{position}"
+        if not isinstance(token, str) or not isinstance(device, str):
+            raise _invalid("invalid_auth_tokens", f"{where}: tokens and device ids must be strings")
+        if not token.strip():
+            raise _invalid("invalid_auth_tokens", f"{where} is empty")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _invalid("invalid_auth_tokens", f"{where} is longer than {MAX_TOKEN_CHARS} characters")
+        if token != token.strip():
+            # A bearer token is stripped when presented, so this one could never match.
+            raise _invalid("invalid_auth_tokens", f"{where} has leading or trailing whitespace")
+        if device != "*" and not DEVICE_ID.fullmatch(device):
+            raise _invalid(
+                "invalid_auth_tokens",
+                f"{where} is bound to an invalid device id: it must be '*' or 1-64 characters of "
+                "A-Z a-z 0-9 . _ : - (starting with a letter or digit)",
+            )
+        checked[SecretStr(token)] = device
+    return checked

@@ -1,170 +1,267 @@
-"""The batcher under load, with a slow scripted engine (fault injection: latency)."""
+"""The batcher's scheduling, shedding, overload signal and worker supervision.
+
+The engine here is gated (fault injection: it holds each call until the test releases it),
+and the batcher's clock is a manual one, so every ordering below is decided by the test,
+never by sleeps.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from emostt.batching.batcher import Batcher, BatcherConfig, BatcherFullError
+from emostt.batching.outcome import Failed, Outcome, Served
 from emostt.inference.engine import Distribution, ModelInfo, TranscriptionRequest, TranscriptionResult
-from emostt.policy.retry import Failed, ResilientRunner, Served
+from emostt.observability import metrics
+from emostt.policy.retry import ResilientRunner
 
 DIST = Distribution("x", {"x": 1.0})
+FINAL, PARTIAL = 1600, 3200  # audio lengths tell the kinds apart in the engine's records
+WAIT_S = 10.0  # a generous bound on hand-offs between threads; a hang fails the test instead of blocking it
 
 
-class Slow:
-    info = ModelInfo("slow", "0", "cpu", "fp32")
+@dataclass
+class Call:
+    lengths: list[int]
+    thread: str
+    release: threading.Event = field(default_factory=threading.Event)
 
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-        self.batches: list[list[int]] = []
+
+class GatedEngine:
+    """Each ``transcribe`` call is announced on ``calls`` and blocks until released
+    (``auto_release`` lets every call through at once)."""
+
+    info = ModelInfo("gated", "0", "cpu", "fp32")
+
+    def __init__(self, auto_release: bool = False, short_results: bool = False) -> None:
+        self.calls: queue.Queue[Call] = queue.Queue()
+        self.history: list[Call] = []
+        self.auto_release = auto_release
+        self.short_results = short_results  # a buggy engine: one result too few
 
     def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
-        self.batches.append([len(r.audio) for r in requests])
-        time.sleep(self.delay_s)
-        return [TranscriptionResult("t", DIST, DIST, DIST, 1.0, r.duration_ms) for r in requests]
+        call = Call([len(r.audio) for r in requests], threading.current_thread().name)
+        self.history.append(call)
+        self.calls.put(call)
+        if not self.auto_release:
+            assert call.release.wait(WAIT_S), "the test never released this call"
+        results = [TranscriptionResult("t", DIST, DIST, DIST, 1.0, r.duration_ms) for r in requests]
+        return results[:-1] if self.short_results else results
+
+    async def next_call(self) -> Call:
+        return await asyncio.to_thread(self.calls.get, timeout=WAIT_S)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def request(samples: int) -> TranscriptionRequest:
     return TranscriptionRequest(np.zeros(samples, dtype=np.float32))
 
 
-def make(engine: Slow, **config: float) -> Batcher:
-    batcher = Batcher(ResilientRunner(engine), BatcherConfig(**config))  # type: ignore[arg-type]
+def make(engine: GatedEngine, clock: ManualClock | None = None, **config: object) -> Batcher:
+    batcher = Batcher(
+        ResilientRunner(engine),
+        BatcherConfig(**config),  # type: ignore[arg-type]
+        clock=clock or ManualClock(),
+    )
     batcher.start()
     return batcher
 
 
+def submit(batcher: Batcher, samples: int, *, final: bool) -> asyncio.Task[Outcome]:
+    return asyncio.ensure_future(batcher.submit(request(samples), is_final=final))
+
+
+async def queued() -> None:
+    """Let the tasks created so far run up to their wait for a result (they are then queued)."""
+    await asyncio.sleep(0)
+
+
 def test_finals_jump_ahead_of_waiting_partials() -> None:
-    engine = Slow(0.05)
+    engine = GatedEngine()
     batcher = make(engine, max_batch_size=2, partial_deadline_s=10.0)
 
-    async def scenario() -> list[str]:
-        order: list[str] = []
+    async def scenario() -> None:
+        first = submit(batcher, PARTIAL, final=False)
+        running = await engine.next_call()
+        partials = [submit(batcher, PARTIAL, final=False) for _ in range(6)]
+        final = submit(batcher, FINAL, final=True)
+        await queued()
+        running.release.set()
+        second = await engine.next_call()
+        assert FINAL in second.lengths, "the batch after the running one holds the final"
+        second.release.set()
+        engine.auto_release = True
+        while not engine.calls.empty():
+            engine.calls.get().release.set()
+        outcomes = await asyncio.gather(first, final, *partials)
+        assert all(isinstance(o, Served) for o in outcomes)
 
-        async def job(name: str, final: bool) -> None:
-            await batcher.submit(request(1600 if final else 3200), is_final=final)
-            order.append(name)
-
-        first = asyncio.create_task(job("p0", False))
-        await asyncio.sleep(0.01)  # p0 is running; everything below waits
-        partials = [asyncio.create_task(job(f"p{i}", False)) for i in range(1, 7)]
-        await asyncio.sleep(0.005)
-        final = asyncio.create_task(job("final", True))
-        await asyncio.gather(first, final, *partials)
-        return order
-
-    order = asyncio.run(scenario())
+    asyncio.run(scenario())
     batcher.stop()
-    assert order.index("final") <= 2, order  # p0, then the final's batch
-    assert 1600 in engine.batches[1], "the batch after p0 holds the final"
 
 
-def test_idle_server_does_not_wait_and_busy_server_batches() -> None:
-    engine = Slow(0.1)
-    # A long wait setting makes the difference unmistakable: waiting when idle would cost a second.
-    batcher = make(engine, max_batch_size=8, max_wait_s=1.0)
+def test_idle_batcher_starts_at_once_and_busy_batcher_batches() -> None:
+    engine = GatedEngine()
+    # Waiting for company when idle would hold the first call for a minute: next_call would time out.
+    batcher = make(engine, max_batch_size=8, max_wait_s=60.0)
 
-    async def scenario() -> float:
-        started = time.perf_counter()
-        await batcher.submit(request(1600), is_final=True)
-        alone = time.perf_counter() - started
-        await asyncio.gather(*(batcher.submit(request(1600), is_final=True) for _ in range(12)))
-        return alone
+    async def scenario() -> None:
+        alone = submit(batcher, FINAL, final=True)
+        call = await engine.next_call()
+        assert call.lengths == [FINAL]
+        rest = [submit(batcher, FINAL, final=True) for _ in range(16)]  # two full batches
+        await queued()
+        call.release.set()
+        engine.auto_release = True
+        batch = await engine.next_call()
+        batch.release.set()
+        await asyncio.gather(alone, *rest)
+        assert len(batch.lengths) == 8, "the utterances that queued while busy share one batch"
 
-    alone = asyncio.run(scenario())
+    asyncio.run(scenario())
     batcher.stop()
-    assert alone < 0.6, "an idle batcher starts at once instead of waiting max_wait_s"
-    assert max(len(b) for b in engine.batches) > 1
 
 
-def test_stale_partials_are_shed_and_overload_is_signalled() -> None:
-    engine = Slow(0.3)
-    batcher = make(engine, max_batch_size=1, partial_deadline_s=0.2, overload_wait_s=0.1, max_waiting=64)
+def test_stale_partials_are_shed_and_the_overload_signal_decays() -> None:
+    engine = GatedEngine()
+    clock = ManualClock()
+    batcher = make(engine, clock, max_batch_size=1, partial_deadline_s=0.2, overload_wait_s=0.3)
 
-    async def scenario() -> tuple[list, bool, float]:
-        finals = [asyncio.create_task(batcher.submit(request(1600), is_final=True)) for _ in range(4)]
-        partials = [asyncio.create_task(batcher.submit(request(1600), is_final=False)) for _ in range(6)]
-        outcomes = await asyncio.gather(*finals, *partials)
-        return outcomes, batcher.overloaded, batcher.partial_interval_scale
+    async def scenario() -> None:
+        running = submit(batcher, FINAL, final=True)
+        call = await engine.next_call()
+        finals = [submit(batcher, FINAL, final=True) for _ in range(3)]
+        partials = [submit(batcher, PARTIAL, final=False) for _ in range(4)]
+        await queued()
+        assert batcher.admission(0) is None
+        clock.now += 1.0  # finals have now waited a second: overload, partials stale
+        assert batcher.admission(0) == "overloaded"
+        assert batcher.partial_interval_scale == 4.0
+        call.release.set()
+        engine.auto_release = True
+        outcomes = await asyncio.gather(running, *finals, *partials)
+        assert all(isinstance(o, Served) for o in outcomes[:4]), "finals are never shed"
+        assert all(isinstance(o, Failed) and o.code == "partial_shed" for o in outcomes[4:])
+        # The last final waited a second: still overloaded right after, and not 5 s later.
+        assert batcher.admission(0) == "overloaded"
+        clock.now += 5.0
+        assert batcher.admission(0) is None, "the signal decays once finals stop waiting"
+        assert batcher.partial_interval_scale == 1.0
 
-    outcomes, overloaded, scale = asyncio.run(scenario())
+    asyncio.run(scenario())
     batcher.stop()
-    assert all(isinstance(o, Served) for o in outcomes[:4]), "finals are never shed"
-    shed = [o for o in outcomes[4:] if isinstance(o, Failed)]
-    assert shed and all(o.code == "partial_shed" for o in shed)
-    assert overloaded and scale > 1.0
 
 
 def test_waiting_list_is_bounded() -> None:
-    engine = Slow(0.2)
+    engine = GatedEngine()
     batcher = make(engine, max_batch_size=1, max_waiting=3)
 
     async def scenario() -> None:
-        tasks = [asyncio.create_task(batcher.submit(request(1600), is_final=True))]
-        await asyncio.sleep(0.05)  # the first is running; three more fill the waiting list
-        tasks += [asyncio.create_task(batcher.submit(request(1600), is_final=True)) for _ in range(3)]
-        await asyncio.sleep(0.01)
+        tasks = [submit(batcher, FINAL, final=True)]
+        call = await engine.next_call()
+        tasks += [submit(batcher, FINAL, final=True) for _ in range(3)]
+        await queued()
         with pytest.raises(BatcherFullError):
-            await batcher.submit(request(1600), is_final=True)
-        await asyncio.gather(*tasks)
+            await batcher.submit(request(FINAL), is_final=True)
+        engine.auto_release = True
+        call.release.set()
+        assert all(isinstance(o, Served) for o in await asyncio.gather(*tasks))
 
     asyncio.run(scenario())
     batcher.stop()
-
-
-class Recording(Slow):
-    """Records how many batches of each kind run at the same time."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__(delay_s)
-        self.running: list[str] = []
-        self.threads: list[tuple[str, str]] = []
-        self.overlaps: list[tuple[str, ...]] = []
-
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
-        kind = "final" if len(requests[0].audio) == 1600 else "partial"
-        self.threads.append((kind, threading.current_thread().name))
-        self.running.append(kind)
-        self.overlaps.append(tuple(sorted(self.running)))
-        try:
-            return super().transcribe(requests)
-        finally:
-            self.running.remove(kind)
 
 
 def test_workers_run_batches_side_by_side_and_one_stays_off_partials() -> None:
-    engine = Recording(0.1)
+    engine = GatedEngine()
     batcher = make(engine, workers=3, max_batch_size=1, partial_deadline_s=10.0)
 
     async def scenario() -> None:
-        partials = [asyncio.create_task(batcher.submit(request(3200), is_final=False)) for _ in range(6)]
-        await asyncio.sleep(0.03)  # two workers are on partials now; the third must stay free
-        await batcher.submit(request(1600), is_final=True)
-        await asyncio.gather(*partials)
+        partials = [submit(batcher, PARTIAL, final=False) for _ in range(6)]
+        held = [await engine.next_call(), await engine.next_call()]
+        assert [c.lengths for c in held] == [[PARTIAL], [PARTIAL]]
+        final = submit(batcher, FINAL, final=True)
+        third = await engine.next_call()
+        assert third.lengths == [FINAL], "the third worker stayed free for the final"
+        assert engine.calls.empty()
+        third.release.set()
+        assert isinstance(await final, Served)
+        engine.auto_release = True
+        for call in held:
+            call.release.set()
+        assert all(isinstance(o, Served) for o in await asyncio.gather(*partials))
 
     asyncio.run(scenario())
     batcher.stop()
-    assert max(o.count("partial") for o in engine.overlaps) == 2, "at most workers-1 on partials"
-    assert ("final", "partial", "partial") in engine.overlaps, "the final ran beside two partial batches"
 
 
 def test_partial_workers_take_partials_only_and_final_workers_finals_only() -> None:
-    engine = Recording(0.02)
+    engine = GatedEngine(auto_release=True)
     batcher = make(engine, workers=2, partial_workers=1, max_batch_size=2, partial_deadline_s=10.0)
 
     async def scenario() -> None:
-        jobs = [batcher.submit(request(1600 if i % 3 else 3200), is_final=bool(i % 3)) for i in range(24)]
+        jobs = [submit(batcher, FINAL if i % 3 else PARTIAL, final=bool(i % 3)) for i in range(24)]
         await asyncio.gather(*jobs)
 
     asyncio.run(scenario())
     batcher.stop()
-    assert {kind for kind, _ in engine.threads} == {"final", "partial"}
-    for kind, thread in engine.threads:
-        assert thread.endswith(f"-{kind}"), (kind, thread)
-    assert len({thread for kind, thread in engine.threads if kind == "final"}) == 2, "both final workers ran"
+    for call in engine.history:
+        kind = "final" if FINAL in call.lengths else "partial"
+        assert call.thread.endswith(f"-{kind}"), (kind, call.thread)
+
+
+def test_a_crashing_worker_fails_its_batch_and_restarts() -> None:
+    engine = GatedEngine(auto_release=True, short_results=True)
+    batcher = make(engine, max_batch_size=1)
+    crashes = metrics.THREAD_CRASHES.labels("model_worker")
+    before = crashes._value.get()
+
+    async def scenario() -> tuple[Outcome, Outcome]:
+        first = await batcher.submit(request(FINAL), is_final=True)
+        engine.short_results = False
+        second = await batcher.submit(request(FINAL), is_final=True)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    batcher.stop()
+    assert isinstance(first, Failed) and first.code == "internal_error"
+    assert "ValueError" not in first.message, "exception text stays in the log"
+    assert isinstance(second, Served), "the worker restarted and serves again"
+    assert crashes._value.get() == before + 1
+    assert batcher.failed is None
+
+
+def test_results_for_a_closed_loop_are_dropped_quietly() -> None:
+    engine = GatedEngine()
+    batcher = make(engine, max_batch_size=1)
+
+    async def leave_early() -> None:
+        pending = submit(batcher, FINAL, final=True)
+        await engine.next_call()
+        pending.cancel()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(leave_early())
+    loop.close()  # the caller is gone before its result
+    engine.history[0].release.set()
+    engine.auto_release = True
+
+    async def next_one() -> Outcome:
+        return await batcher.submit(request(FINAL), is_final=True)
+
+    assert isinstance(asyncio.run(next_one()), Served), "the worker survived the closed loop"
+    batcher.stop()
+    assert batcher.failed is None

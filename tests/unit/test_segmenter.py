@@ -12,7 +12,6 @@ as regression tests.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -589,7 +588,7 @@ def test_finalize_mid_utterance_then_restart() -> None:
 )
 def test_config_rejects_out_of_range_values(field: str, value: float) -> None:
     kwargs: dict[str, Any] = {field: value}
-    with pytest.raises(ValueError, match=f"vad\\.{field} "):
+    with pytest.raises(ValueError, match=f"(?s){field}.*(greater|less) than"):
         EndpointConfig(**kwargs)
 
 
@@ -634,7 +633,7 @@ def test_same_input_gives_same_events(scenario: tuple[EndpointConfig, list[float
     # Reconfiguring with an equal config mid-stream changes nothing.
     seg = Segmenter(cfg)
     out = feed(seg, probs[:split])
-    seg.reconfigure(dataclasses.replace(cfg))
+    seg.reconfigure(cfg.model_copy())
     out += feed(seg, probs[split:])
     out += [Emitted(seg.frame, e) for e in seg.finalize()]
     assert out == first

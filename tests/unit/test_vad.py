@@ -17,6 +17,7 @@ TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def vad() -> VadBatcher:
     batcher = VadBatcher(max_batch=4)
+    batcher.start()
     yield batcher  # type: ignore[misc]
     batcher.stop()
 

@@ -4,23 +4,35 @@ Concurrency rules: sessions call ``submit`` from the event loop; only the model 
 touch the engines (through ``ResilientRunner``), each running one batch at a time; several
 workers run independent batches side by side (on CPU, one per core). Results go back to the loop with
 ``call_soon_threadsafe``. The waiting list is bounded; a full list is ``BatcherFullError``.
+
+Workers are supervised: an exception escaping a batch fails that batch's utterances
+(``internal_error``), is logged with their session ids, and the worker restarts.
+
+Load: ``capacity`` learns what serving costs (see capacity.py) and decides admission;
+``final_wait_s`` is the age of the oldest waiting final or a recent final's wait, decaying
+once finals stop waiting, so a past burst never keeps the server refusing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
+from emostt.audio import SAMPLE_RATE
+from emostt.batching.capacity import CapacityConfig, CapacityModel
 from emostt.batching.collate import Waiting, pick_batch
+from emostt.batching.outcome import Failed, Outcome
 from emostt.errors import EmosttError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
-from emostt.policy.retry import Failed, Outcome, ResilientRunner
+from emostt.policy.retry import ResilientRunner
+from emostt.supervision import SupervisedThread, resolve_threadsafe
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +57,9 @@ class BatcherConfig:
     # Workers that run partials only; their threads may run at a lower OS priority (on CPU,
     # finals then take the cores first and partial cadence is what degrades under load).
     partial_workers: int = 0
-    max_batch_size: int = 16
+    # A number, or a callable read at every batch (the engine's best size may change while
+    # serving, e.g. when it switches to the ONNX encoder).
+    max_batch_size: int | Callable[[], int] = 16
     max_padded_seconds: float = 160.0
     # Partial batches stay short so their worker is soon free for the next final.
     max_partial_padded_seconds: float = 8.0
@@ -54,8 +68,12 @@ class BatcherConfig:
     max_wait_s: float = 0.005
     # A partial still waiting after this long is dropped: a fresher one is coming anyway.
     partial_deadline_s: float = 1.0
-    # Finals waiting longer than this (smoothed) mean overload: partials slow down, new sessions get 1013.
+    # Finals waiting longer than this mean overload: partials slow down, new sessions get 1013.
     overload_wait_s: float = 0.3
+    # How fast a recent final's wait stops counting once finals flow freely again.
+    wait_halflife_s: float = 0.5
+    target_utilization: float = 0.7
+    session_demand_prior: float = 1.0
 
 
 @dataclass
@@ -64,7 +82,8 @@ class _Job:
     is_final: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Outcome]
-    enqueued: float = field(default_factory=time.perf_counter)
+    session_id: str = ""
+    enqueued: float = 0.0
 
 
 class Batcher:
@@ -73,8 +92,10 @@ class Batcher:
         runner: ResilientRunner,
         config: BatcherConfig | None = None,
         worker_init: Callable[[WorkerRole], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.runner = runner
+        self._clock = clock
         self.config = config or BatcherConfig()
         self._worker_init = worker_init
         self._waiting: list[_Job] = []
@@ -83,12 +104,19 @@ class Batcher:
         self._running: dict[WorkerRole, int] = {"any": 0, "final": 0, "partial": 0}
         self._running_partials = 0  # batches of partials running, on any worker
         self._last_batch_end = 0.0
-        self._final_wait_ewma = 0.0
+        self._recent_wait = (0.0, 0.0)  # (a final's wait in seconds, when its batch started)
         main_role: WorkerRole = "final" if self.config.partial_workers > 0 else "any"
         self._roles: list[WorkerRole] = [main_role] * max(self.config.workers, 1)
         self._roles += ["partial"] * self.config.partial_workers
+        self.capacity = CapacityModel(
+            CapacityConfig(
+                workers=self._roles.count(main_role),
+                target_utilization=self.config.target_utilization,
+                demand_prior=self.config.session_demand_prior,
+            )
+        )
         self._threads = [
-            threading.Thread(target=self._loop, args=(role,), name=f"emostt-model-{i}-{role}", daemon=True)
+            SupervisedThread(f"emostt-model-{i}-{role}", "model_worker", functools.partial(self._loop, role))
             for i, role in enumerate(self._roles)
         ]
 
@@ -103,28 +131,58 @@ class Batcher:
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
+            thread.stop()
             thread.join(max(deadline - time.monotonic(), 0.0))
+
+    @property
+    def failed(self) -> str | None:
+        """Why a model worker gave up after repeated crashes (liveness fails), else None."""
+        return next((t.failed for t in self._threads if t.failed), None)
 
     @property
     def depth(self) -> int:
         return len(self._waiting)
 
-    @property
-    def overloaded(self) -> bool:
-        """New sessions should be refused: finals wait too long or the waiting list is nearly full."""
-        return (
-            self._final_wait_ewma > self.config.overload_wait_s
-            or len(self._waiting) >= 0.8 * self.config.max_waiting
-        )
+    def max_batch_size(self) -> int:
+        size = self.config.max_batch_size
+        return size() if callable(size) else size
+
+    def final_wait_s(self) -> float:
+        """How long finals wait now: the oldest waiting final's age, or a recent final's wait
+        decayed by the time since (so the signal fades within seconds once load ends)."""
+        now = self._clock()
+        with self._cond:
+            oldest = min((j.enqueued for j in self._waiting if j.is_final), default=now)
+        waited, at = self._recent_wait
+        decayed = waited * 0.5 ** ((now - at) / self.config.wait_halflife_s) if at else 0.0
+        return max(now - oldest, decayed)
+
+    def admission(self, open_sessions: int) -> str | None:
+        """Why one more session must be refused now (an error code), or None to admit it."""
+        capacity = self.capacity.capacity_sessions()
+        if capacity is not None and open_sessions + 1 > max(capacity, 1.0):
+            return "overloaded"
+        if self.final_wait_s() > self.config.overload_wait_s:
+            return "overloaded"
+        if len(self._waiting) >= 0.8 * self.config.max_waiting:
+            return "overloaded"
+        return None
 
     @property
     def partial_interval_scale(self) -> float:
-        """1.0 when finals flow freely, up to 4.0 as they queue: partial cadence degrades first."""
-        return min(max(self._final_wait_ewma / (self.config.overload_wait_s / 4), 1.0), 4.0)
+        """1.0 while finals flow freely, up to 4.0 as they start to wait or the open sessions
+        approach capacity: partial cadence degrades before finals are late."""
+        by_wait = self.final_wait_s() / (self.config.overload_wait_s / 4)
+        by_load = 4 * (self.capacity.utilization() - 0.5)  # 1.0 at 75 % of the target, 2.0 at 100 %
+        return min(max(by_wait, by_load, 1.0), 4.0)
 
-    async def submit(self, request: TranscriptionRequest, *, is_final: bool) -> Outcome:
+    def record_speech(self, audio_s: float) -> None:
+        """A session received this much speech (it will become final audio): demand, measured."""
+        self.capacity.record_demand(audio_s)
+
+    async def submit(self, request: TranscriptionRequest, *, is_final: bool, session_id: str = "") -> Outcome:
         loop = asyncio.get_running_loop()
-        job = _Job(request, is_final, loop, loop.create_future())
+        job = _Job(request, is_final, loop, loop.create_future(), session_id, self._clock())
         with self._cond:
             if self._stopping:
                 raise BatcherStoppedError("the server is shutting down")
@@ -147,13 +205,13 @@ class Batcher:
         finals, partials = self._takes(role)
         return any(finals if j.is_final else partials for j in self._waiting)
 
-    def _fair_share(self, role: WorkerRole, runnable: int) -> int:
+    def _fair_share(self, role: WorkerRole, runnable: int, max_batch: int) -> int:
         """Batch size cap that leaves work for idle workers of the same role: on CPU, two half
         batches on two cores finish sooner than one full batch on one core."""
         idle_others = self._roles.count(role) - self._running[role] - 1
         if idle_others <= 0:
-            return self.config.max_batch_size
-        return max(min(self.config.max_batch_size, -(-runnable // (idle_others + 1))), 1)
+            return max_batch
+        return max(min(max_batch, -(-runnable // (idle_others + 1))), 1)
 
     def _take_batch(self, role: WorkerRole) -> list[_Job] | None:
         cfg = self.config
@@ -163,8 +221,9 @@ class Batcher:
                     return None
                 self._cond.wait(cfg.partial_deadline_s if self._waiting else None)
                 self._shed_stale_partials()
-            busy = sum(self._running.values()) > 0 or time.perf_counter() - self._last_batch_end < 0.05
-            if busy and len(self._waiting) < cfg.max_batch_size:
+            max_batch = self.max_batch_size()
+            busy = sum(self._running.values()) > 0 or self._clock() - self._last_batch_end < 0.05
+            if busy and len(self._waiting) < max_batch:
                 # Under load a few milliseconds buy a fuller batch; an idle server answers at once.
                 self._cond.wait(cfg.max_wait_s)
             self._shed_stale_partials()
@@ -176,7 +235,7 @@ class Batcher:
             runnable = sum(w.is_final for w in waiting) or len(waiting)
             chosen = pick_batch(
                 waiting,
-                self._fair_share(role, runnable),
+                self._fair_share(role, runnable, max_batch),
                 int(cfg.max_padded_seconds * 16_000),
                 max_partial_padded_samples=int(cfg.max_partial_padded_seconds * 16_000),
             )
@@ -190,13 +249,11 @@ class Batcher:
             return batch
 
     def _shed_stale_partials(self) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         keep = []
         for job in self._waiting:
             if not job.is_final and now - job.enqueued > self.config.partial_deadline_s:
-                job.loop.call_soon_threadsafe(
-                    _resolve, job.future, Failed("partial_shed", "partial dropped", True)
-                )
+                resolve_threadsafe(job.loop, job.future, Failed("partial_shed", "partial dropped", True))
             else:
                 keep.append(job)
         self._waiting = keep
@@ -208,32 +265,47 @@ class Batcher:
             if batch:
                 try:
                     self._run(batch)
+                except Exception:
+                    # A bug outside the engine's retry policy: nobody may wait for these forever.
+                    log.error(
+                        "batch of %d failed; sessions %s",
+                        len(batch),
+                        ",".join(sorted({j.session_id for j in batch})),
+                    )
+                    failed = Failed("internal_error", "internal error transcribing this utterance", True)
+                    for job in batch:
+                        resolve_threadsafe(job.loop, job.future, failed)
+                    raise
                 finally:
                     with self._cond:
                         self._running[role] -= 1
                         self._running_partials -= not batch[0].is_final
-                        self._last_batch_end = time.perf_counter()
+                        self._last_batch_end = self._clock()
                         self._cond.notify_all()  # a held-back partial may run now
 
     def _run(self, batch: list[_Job]) -> None:
-        started = time.perf_counter()
+        started = self._clock()
         for job in batch:
             waited = started - job.enqueued
             metrics.QUEUE_WAIT_SECONDS.labels("final" if job.is_final else "partial").observe(waited)
             if job.is_final:
-                self._final_wait_ewma = 0.8 * self._final_wait_ewma + 0.2 * waited
-        try:
-            outcomes = self.runner.run([j.request for j in batch])
-        except Exception as exc:  # the runner maps engine errors; this is a bug guard
-            log.exception("batch failed outside the retry policy")
-            outcomes = [Failed("internal_error", f"{type(exc).__name__}: {exc}", True)] * len(batch)
+                self._recent_wait = (waited, started)
+        model_started = time.perf_counter()
+        outcomes = self.runner.run([j.request for j in batch])
+        elapsed = time.perf_counter() - model_started
         kind = "final" if batch[0].is_final else "partial"
-        metrics.BATCH_INFERENCE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        metrics.BATCH_INFERENCE_SECONDS.labels(kind).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
+        if batch[0].is_final:
+            self.capacity.record_batch(sum(len(j.request.audio) for j in batch) / SAMPLE_RATE, elapsed)
+        failed = [(j, o) for j, o in zip(batch, outcomes, strict=True) if isinstance(o, Failed)]
+        if failed:
+            log.warning(
+                "%d of %d utterances failed (%s); sessions %s",
+                len(failed),
+                len(batch),
+                failed[0][1].code,
+                ",".join(sorted({j.session_id for j, _ in failed})),
+            )
         for job, outcome in zip(batch, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
-
-
-def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
-    if not future.done():
-        future.set_result(outcome)
+            resolve_threadsafe(job.loop, job.future, outcome)

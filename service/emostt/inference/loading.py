@@ -44,17 +44,23 @@ def check_precision(device: str, precision: str) -> None:
         raise ModelLoadError(f"{precision} is for CUDA; on the CPU use fp32 or int8")
 
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def check_backend(backend: str, device: str, precision: str) -> None:
     if backend not in BACKENDS:
         raise ModelLoadError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnx" and (device != "cpu" or precision != "int8"):
+    if backend == "onnx" and auto_backend(device, precision) != "onnx":
         raise ModelLoadError(
-            "the onnx backend is the CPU int8 path (device cpu, precision int8 or auto); "
-            f"got device {device!r}, precision {precision!r}"
+            "backend onnx is the CPU int8 path (device cpu, precision int8 or auto); "
+            f"got device {device!r}, precision {precision!r}; use backend auto or torch"
         )
+
+
+def auto_backend(device: str, precision: str) -> str:
+    """What backend ``auto`` aims for: onnx on the CPU int8 path (measured fastest there), else
+    torch (CUDA, and fp32 on the CPU, which is the unquantized reference)."""
+    return "onnx" if device == "cpu" and precision == "int8" else "torch"
 
 
 def build_with_timeout(source: ModelSource, device: str, timeout_s: float) -> Any:

@@ -74,4 +74,4 @@ def lower_thread_priority() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), LOW_PRIORITY_NICE))
     except OSError as exc:  # not permitted in some sandboxes: run at normal priority
-        log.warning("could not lower the partial worker's priority: %s", exc)
+        log.warning("could not lower the priority of thread %s: %s", threading.current_thread().name, exc)

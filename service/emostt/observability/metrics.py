@@ -55,3 +55,22 @@ REJECTED_CONNECTIONS = Counter(
 ACTIVE_SESSIONS = Gauge("emostt_active_sessions", "Open streaming sessions.")
 QUEUE_DEPTH = Gauge("emostt_batcher_queue_depth", "Utterances waiting in the batcher.")
 CIRCUIT_OPEN = Gauge("emostt_circuit_open", "1 while the primary engine's circuit breaker is open.")
+CAPACITY_SESSIONS = Gauge(
+    "emostt_capacity_sessions",
+    "Sessions this server can serve at its target utilization, estimated from the measured model "
+    "time per audio second and per-session demand (NaN until the first final batch is measured).",
+)
+SESSION_DEMAND = Gauge(
+    "emostt_session_demand_ratio",
+    "Final audio seconds submitted per session-second (measured, smoothed; the prior until measured).",
+)
+MODEL_COST = Gauge(
+    "emostt_model_seconds_per_audio_second",
+    "Model time per second of final audio on this machine (measured, smoothed).",
+)
+THREAD_CRASHES = Counter(
+    "emostt_thread_crashes_total", "Background threads that crashed and were restarted, by kind.", ["thread"]
+)
+SESSIONS_CLOSED = Counter(
+    "emostt_sessions_closed_total", "Sessions ended, by reason (closed, idle_timeout, ...).", ["reason"]
+)

@@ -5,7 +5,7 @@ Pure. Nothing is dropped here; the session drops gated finals only when the clie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import BaseModel, ConfigDict, Field
 
 from emostt.inference.engine import TranscriptionResult
 
@@ -15,19 +15,16 @@ NON_SPEECH_EVENTS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class GatingConfig:
-    min_confidence: float = 0.0
-    min_emotion_score: float = 0.0
-    min_language_score: float = 0.0
+class GatingConfig(BaseModel):
+    """Gating settings: the session config's ``gating`` field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    min_emotion_score: float = Field(0.0, ge=0.0, le=1.0)
+    min_language_score: float = Field(0.0, ge=0.0, le=1.0)
     gate_nospeech: bool = True
     gate_non_speech_events: bool = True
     drop_gated: bool = False  # the client asked not to receive gated finals at all
-
-    def __post_init__(self) -> None:
-        for name in ("min_confidence", "min_emotion_score", "min_language_score"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"gating.{name} must be in [0, 1]")
 
 
 def gate_reasons(result: TranscriptionResult, config: GatingConfig) -> list[str]:

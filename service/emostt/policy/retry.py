@@ -2,6 +2,7 @@
 
 Called by the batcher's model workers, possibly several at once (the breaker state is locked).
 Every path is counted: ``emostt_retries_total{reason}``, ``emostt_fallbacks_total``, ``emostt_circuit_open``.
+Engine exception text is logged here and never reaches a client: outcomes carry fixed messages.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from emostt.errors import EmosttError, InvalidAudioError, OutOfMemoryError
-from emostt.inference.engine import Engine, TranscriptionRequest, TranscriptionResult
+from emostt.batching.outcome import Failed, Outcome, Served
+from emostt.errors import EmosttError, InferenceError, InvalidAudioError, OutOfMemoryError
+from emostt.inference.engine import Engine, TranscriptionRequest
 from emostt.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -28,22 +30,6 @@ class RetryConfig:
     backoff_max_s: float = 1.0
     breaker_failures: int = 3
     breaker_cooldown_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class Served:
-    result: TranscriptionResult
-    degraded: bool = False
-
-
-@dataclass(frozen=True)
-class Failed:
-    code: str
-    message: str
-    retryable: bool
-
-
-Outcome = Served | Failed
 
 
 class ResilientRunner:
@@ -79,8 +65,8 @@ class ResilientRunner:
         except EmosttError as exc:
             self._record_failure()
             if self.fallback is not None:
-                return self._run_fallback(requests, str(exc))
-            return [Failed(exc.code, str(exc), exc.retryable)] * len(requests)
+                return self._run_fallback(requests, exc.code)
+            return [Failed(exc.code, _client_message(exc), exc.retryable)] * len(requests)
         self._record_success()
         return results
 
@@ -106,6 +92,14 @@ class ResilientRunner:
                 if any(marker in str(exc) for marker in FATAL_MARKERS):
                     self.fatal_error = str(exc)
                     log.critical("fatal device error; liveness will fail: %s", exc)
+                log.warning(
+                    "engine call failed (attempt %d of %d, batch of %d): %s: %s",
+                    attempt + 1,
+                    cfg.max_retries + 1,
+                    len(requests),
+                    type(exc).__name__,
+                    exc,
+                )
                 if attempt >= cfg.max_retries or self.fatal_error:
                     raise _as_emostt_error(exc) from exc
                 metrics.RETRIES.labels("error").inc()
@@ -119,13 +113,23 @@ class ResilientRunner:
         try:
             return [Served(r, degraded=True) for r in self.fallback.transcribe(requests)]
         except Exception as exc:
+            log.error(
+                "the fallback engine failed too (batch of %d): %s: %s", len(requests), type(exc).__name__, exc
+            )
             err = _as_emostt_error(exc)
-            return [Failed(err.code, f"primary and fallback engines failed: {err}", True)] * len(requests)
+            return [Failed(err.code, "the primary and fallback engines both failed", True)] * len(requests)
 
     def _record_failure(self) -> None:
         with self._breaker_lock:
             self._consecutive_failures += 1
             if self.fallback is not None and self._consecutive_failures >= self.config.breaker_failures:
+                if not self.circuit_open:
+                    log.warning(
+                        "circuit breaker OPEN: %d consecutive failed batches; serving on the fallback "
+                        "engine for %.0f s",
+                        self._consecutive_failures,
+                        self.config.breaker_cooldown_s,
+                    )
                 self._open_until = self._clock() + self.config.breaker_cooldown_s
                 metrics.CIRCUIT_OPEN.set(1)
 
@@ -135,11 +139,22 @@ class ResilientRunner:
             if self._open_until is not None:
                 self._open_until = None
                 metrics.CIRCUIT_OPEN.set(0)
+                log.warning("circuit breaker CLOSED: the primary engine serves again")
+
+
+# Fixed client-facing messages per error code: exception text stays in the log.
+CLIENT_MESSAGES = {
+    "inference_failed": "the model failed on this utterance; resending may help",
+    "out_of_memory": "the model ran out of memory on this utterance",
+    "invalid_audio": "audio rejected by the model",
+}
+
+
+def _client_message(exc: EmosttError) -> str:
+    return CLIENT_MESSAGES.get(exc.code, "the model could not transcribe this utterance")
 
 
 def _as_emostt_error(exc: BaseException) -> EmosttError:
     if isinstance(exc, EmosttError):
         return exc
-    from emostt.errors import InferenceError
-
     return InferenceError(f"{type(exc).__name__}: {exc}")

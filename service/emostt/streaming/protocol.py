@@ -29,31 +29,6 @@ class InvalidConfigError(ProtocolError):
     code = "invalid_config"
 
 
-class VadOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    silence_duration_ms: int = Field(500, ge=0, le=10_000)
-    prefix_padding_ms: int = Field(300, ge=0, le=2_000)
-    min_speech_ms: int = Field(96, ge=0, le=2_000)
-    max_utterance_ms: int = Field(20_000, ge=1_000, le=30_000)
-
-    def endpoint(self) -> EndpointConfig:
-        return EndpointConfig(**self.model_dump())
-
-
-class GatingOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
-    min_emotion_score: float = Field(0.0, ge=0.0, le=1.0)
-    min_language_score: float = Field(0.0, ge=0.0, le=1.0)
-    gate_nospeech: bool = True
-    gate_non_speech_events: bool = True
-    drop_gated: bool = False
-
-    def gating(self) -> GatingConfig:
-        return GatingConfig(**self.model_dump())
-
-
 class SessionConfig(BaseModel):
     """Everything a client may set with a ``config`` message (or, for sample_rate, the URL)."""
 
@@ -65,8 +40,8 @@ class SessionConfig(BaseModel):
     word_timestamps: bool = False
     known_emotion_only: bool = False
     sample_rate: int = 16_000
-    vad: VadOptions = Field(default_factory=VadOptions)
-    gating: GatingOptions = Field(default_factory=GatingOptions)
+    vad: EndpointConfig = Field(default_factory=EndpointConfig)
+    gating: GatingConfig = Field(default_factory=GatingConfig)
 
     @model_validator(mode="after")
     def _check_choices(self) -> SessionConfig:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from pydantic import BaseModel, ConfigDict, Field
+
 FRAME_SAMPLES = 512  # Silero VAD's frame at 16 kHz
 FRAME_MS = FRAME_SAMPLES * 1000 // 16_000  # 32
 # Silence kept after speech (at most prefix_padding_ms): enough for the last phone's CTC
@@ -18,25 +20,16 @@ FRAME_MS = FRAME_SAMPLES * 1000 // 16_000  # 32
 TRAILING_PADDING_MS = 100
 
 
-@dataclass(frozen=True)
-class EndpointConfig:
-    threshold: float = 0.5
-    silence_duration_ms: int = 500
-    prefix_padding_ms: int = 300
-    min_speech_ms: int = 96
-    max_utterance_ms: int = 20_000
+class EndpointConfig(BaseModel):
+    """Endpointing settings: the session config's ``vad`` field (bounds are the protocol's)."""
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError("vad.threshold must be in (0, 1)")
-        if not 0 <= self.silence_duration_ms <= 10_000:
-            raise ValueError("vad.silence_duration_ms must be in [0, 10000]")
-        if not 0 <= self.prefix_padding_ms <= 2_000:
-            raise ValueError("vad.prefix_padding_ms must be in [0, 2000]")
-        if not 0 <= self.min_speech_ms <= 2_000:
-            raise ValueError("vad.min_speech_ms must be in [0, 2000]")
-        if not 1_000 <= self.max_utterance_ms <= 30_000:
-            raise ValueError("vad.max_utterance_ms must be in [1000, 30000] (the model's limit is 30 s)")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    silence_duration_ms: int = Field(500, ge=0, le=10_000)
+    prefix_padding_ms: int = Field(300, ge=0, le=2_000)
+    min_speech_ms: int = Field(96, ge=0, le=2_000)
+    # The model's limit is 30 s.
+    max_utterance_ms: int = Field(20_000, ge=1_000, le=30_000)
 
     @property
     def negative_threshold(self) -> float:

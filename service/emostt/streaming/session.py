@@ -19,26 +19,25 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
-from emostt.audio import SAMPLE_RATE, pcm16_to_float32
 from emostt.batching.batcher import Batcher
+from emostt.batching.outcome import Failed, Outcome, Served
 from emostt.errors import EmosttError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
 from emostt.policy.gating import gate_reasons
-from emostt.policy.retry import Failed, Outcome, Served
+from emostt.streaming import events
+from emostt.streaming.framing import Framer
 from emostt.streaming.protocol import Audio, Command, Configure, Control, InvalidConfigError, SessionConfig
-from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES, Segmenter, SpeechEnded, SpeechStarted
-from emostt.streaming.vad import VadBatcher, VadStream, shared_vad
+from emostt.streaming.segmenter import FRAME_MS, Segmenter, SpeechEnded, SpeechStarted
+from emostt.streaming.vad import VadBatcher, VadFailedError, VadStream
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Emit = Callable[[events.Event], Awaitable[None]]
 MIN_PARTIAL_MS = 320
 
 
@@ -69,9 +68,9 @@ class Session:
         self,
         session_id: str,
         batcher: Batcher,
+        vad: VadBatcher,
         emit: Emit,
         config: SessionConfig,
-        vad: VadBatcher | None = None,
         speculative_finals: bool = True,
     ) -> None:
         self.session_id = session_id
@@ -79,24 +78,19 @@ class Session:
         self.config = config
         self._batcher = batcher
         self._emit = emit
-        self._vad = vad or shared_vad()
+        self._vad = vad
         self._vad_stream = VadStream()
-        self._segmenter = Segmenter(config.vad.endpoint())
-        self._resampler = self._make_resampler(config.sample_rate)
+        self._segmenter = Segmenter(config.vad)
+        self._framer = Framer(config.sample_rate)
         self._audio_received = False
-        self._odd_byte = b""
-        self._pending = np.zeros(0, dtype=np.float32)
         self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
         self._utterance: _Utterance | None = None
-        self._count = 0
         self._last_final: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @staticmethod
-    def _make_resampler(rate: int) -> soxr.ResampleStream | None:
-        if rate == SAMPLE_RATE:
-            return None
-        return soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        # Utterances that have started and not yet ended in a final or an error, in order.
+        self._unfinished: dict[str, _Utterance] = {}
+        self._failing = False
+        self.stats = SessionStats()
 
     def _history_frames(self) -> int:
         return self._segmenter.config.frames(self.config.vad.prefix_padding_ms) + 2
@@ -111,11 +105,11 @@ class Session:
             if updated.sample_rate != self.config.sample_rate:
                 if self._audio_received:
                     raise InvalidConfigError("sample_rate can only be set before the first audio")
-                self._resampler = self._make_resampler(updated.sample_rate)
+                self._framer.set_rate(updated.sample_rate)
             self.config = updated
-            self._segmenter.reconfigure(self.config.vad.endpoint())
+            self._segmenter.reconfigure(self.config.vad)
             self._history = deque(self._history, maxlen=self._history_frames())
-            await self._emit({"type": "config", "config": self.config.model_dump()})
+            await self._emit(events.config_changed(self.config.model_dump()))
         elif isinstance(command, Control) and command.kind == "finalize":
             self._finalize_now()
 
@@ -132,53 +126,70 @@ class Session:
 
     def abort(self) -> None:
         """The client is gone: drop in-flight work, counting finals that can no longer be delivered."""
-        for task in self._tasks:
-            task.cancel()
         if self._utterance is not None:
             self._discard_speculation(self._utterance)
+            self._utterance = None
+        for task in self._tasks:
+            task.cancel()
+        if not self._failing:  # fail_unfinished reports these as errors instead
+            metrics.UTTERANCES.labels("client_gone").inc(len(self._unfinished))
+            self._unfinished.clear()
+
+    async def fail_unfinished(self, code: str, message: str) -> None:
+        """The session must end before its results are ready (forced shutdown, internal error):
+        every utterance that started and has no final yet gets an error naming it."""
+        self._failing = True
+        self.abort()
+        for utterance_id in list(self._unfinished):
+            await self._send_error(utterance_id, code, message, retryable=True)
+        self._unfinished.clear()
+
+    @property
+    def unfinished(self) -> int:
+        return len(self._unfinished)
 
     # -- audio -------------------------------------------------------------------------------
 
     async def _on_audio(self, pcm: bytes) -> None:
         self._audio_received = True
-        data = self._odd_byte + pcm
-        cut = len(data) - len(data) % 2
-        self._odd_byte = data[cut:]
-        samples = pcm16_to_float32(data[:cut])
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
-        self._pending = np.concatenate((self._pending, samples)) if self._pending.size else samples
-        n_frames = len(self._pending) // FRAME_SAMPLES
-        if n_frames == 0:
+        frames = self._framer.push(pcm)
+        if len(frames) == 0:
             return
-        frames = self._pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES).copy()
-        self._pending = self._pending[n_frames * FRAME_SAMPLES :]
-        probs = await self._vad.speech_probs(self._vad_stream, frames)
+        try:
+            probs = await self._vad.speech_probs(self._vad_stream, frames)
+        except VadFailedError as exc:
+            # This chunk was not analysed: say so, give the open utterance its final from the
+            # audio so far, and start the next chunk from a fresh VAD state.
+            self._vad_stream = VadStream()
+            self._finalize_now()
+            metrics.ERRORS.labels(exc.code).inc()
+            self.stats.errors += 1
+            await self._emit(events.error(exc.code, str(exc), exc.retryable))
+            return
+        speech_frames = 0
         for frame, prob in zip(frames, probs, strict=True):
             index = self._segmenter.frame
             self._history.append((index, frame))
             if self._utterance is not None:
                 self._utterance.frames.append((index, frame))
+                speech_frames += 1
             for event in self._segmenter.push(prob):
                 if isinstance(event, SpeechStarted):
                     await self._start_utterance(event)
                 else:
                     self._end_utterance(event)
+        if speech_frames:  # what this session asks of the model: admission control measures it
+            self._batcher.record_speech(speech_frames * FRAME_MS / 1000)
         self._maybe_partial()
         self._maybe_speculate()
 
     async def _start_utterance(self, event: SpeechStarted) -> None:
-        self._count += 1
-        utterance = _Utterance(f"u{self._count}", event.start_frame)
+        self.stats.utterances += 1
+        utterance = _Utterance(f"u{self.stats.utterances}", event.start_frame)
         utterance.frames = [(i, f) for i, f in self._history if i >= event.start_frame]
         self._utterance = utterance
-        await self._emit(
-            {
-                "type": "speech_started",
-                "utterance_id": utterance.utterance_id,
-                "audio_start_ms": event.start_frame * FRAME_MS,
-            }
-        )
+        self._unfinished[utterance.utterance_id] = utterance
+        await self._emit(events.speech_started(utterance.utterance_id, event.start_frame * FRAME_MS))
 
     def _request(self, audio: npt.NDArray[np.float32]) -> TranscriptionRequest:
         cfg = self.config
@@ -191,7 +202,9 @@ class Session:
         )
 
     def _submit_final(self, audio: npt.NDArray[np.float32]) -> asyncio.Task[Outcome]:
-        return asyncio.ensure_future(self._batcher.submit(self._request(audio), is_final=True))
+        return asyncio.ensure_future(
+            self._batcher.submit(self._request(audio), is_final=True, session_id=self.session_id)
+        )
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -219,7 +232,9 @@ class Session:
 
     async def _deliver_partial(self, utt: _Utterance, audio: npt.NDArray[np.float32], end_frame: int) -> None:
         requested = time.perf_counter()
-        pending = asyncio.ensure_future(self._batcher.submit(self._request(audio), is_final=False))
+        pending = asyncio.ensure_future(
+            self._batcher.submit(self._request(audio), is_final=False, session_id=self.session_id)
+        )
         utt.partial_request = pending
         try:
             await asyncio.wait((pending,))
@@ -244,13 +259,9 @@ class Session:
             metrics.PARTIALS.labels("stale").inc()
             return
         await self._emit(
-            {
-                "type": "partial",
-                "utterance_id": utt.utterance_id,
-                "text": outcome.result.text,
-                "audio_start_ms": utt.start_frame * FRAME_MS,
-                "audio_end_ms": end_frame * FRAME_MS,
-            }
+            events.partial(
+                utt.utterance_id, outcome.result.text, utt.start_frame * FRAME_MS, end_frame * FRAME_MS
+            )
         )
         metrics.PARTIALS.labels("sent").inc()
         metrics.PARTIAL_LATENCY_SECONDS.observe(time.perf_counter() - requested)
@@ -321,48 +332,52 @@ class Session:
                 await asyncio.shield(previous)  # finals leave in utterance order
             if isinstance(outcome, Served):
                 await self._send_final(utt, outcome, end_frame, reason, endpoint_at)
-                return
-            metrics.UTTERANCES.labels("error").inc()
-            metrics.ERRORS.labels(outcome.code).inc()
-            await self._emit(
-                {
-                    "type": "error",
-                    "code": outcome.code,
-                    "message": outcome.message,
-                    "retryable": outcome.retryable,
-                    "utterance_id": utt.utterance_id,
-                }
-            )
+            else:
+                await self._send_error(utt.utterance_id, outcome.code, outcome.message, outcome.retryable)
+            self._unfinished.pop(utt.utterance_id, None)
         except asyncio.CancelledError:
-            # The client went away before this utterance's result could be sent.
-            metrics.UTTERANCES.labels("client_gone").inc()
+            # abort() or fail_unfinished() cancelled it; they count the utterance.
             raise
+
+    async def _send_error(self, utterance_id: str, code: str, message: str, retryable: bool) -> None:
+        metrics.UTTERANCES.labels("error").inc()
+        metrics.ERRORS.labels(code).inc()
+        self.stats.errors += 1
+        await self._emit(events.error(code, message, retryable, utterance_id))
 
     async def _send_final(
         self, utt: _Utterance, served: Served, end_frame: int, reason: str, endpoint_at: float
     ) -> None:
         result = served.result
-        gating = self.config.gating.gating()
+        gating = self.config.gating
         reasons = gate_reasons(result, gating)
         for r in reasons:
             metrics.GATED.labels(r).inc()
         if reasons and gating.drop_gated:
             metrics.UTTERANCES.labels("dropped_gated").inc()
             return
-        body = result.to_dict()
-        body.pop("raw_text", None)
-        event = {
-            "type": "final",
-            "utterance_id": utt.utterance_id,
-            **body,
-            "gated": bool(reasons),
-            "gate_reasons": reasons,
-            "degraded": served.degraded,
-            "end_reason": reason,
-            "audio_start_ms": utt.start_frame * FRAME_MS,
-            "audio_end_ms": end_frame * FRAME_MS,
-            "latency_ms": round((time.perf_counter() - endpoint_at) * 1000, 1),
-        }
-        await self._emit(event)
-        metrics.ENDPOINT_TO_FINAL_SECONDS.observe(time.perf_counter() - endpoint_at)
+        latency_s = time.perf_counter() - endpoint_at
+        await self._emit(
+            events.final(
+                utt.utterance_id,
+                result,
+                gate_reasons=reasons,
+                degraded=served.degraded,
+                end_reason=reason,
+                audio_start_ms=utt.start_frame * FRAME_MS,
+                audio_end_ms=end_frame * FRAME_MS,
+                latency_ms=latency_s * 1000,
+            )
+        )
+        metrics.ENDPOINT_TO_FINAL_SECONDS.observe(latency_s)
         metrics.UTTERANCES.labels("final").inc()
+        self.stats.finals += 1
+
+
+@dataclass
+class SessionStats:
+    """What the session-end log line reports."""
+
+    utterances: int = 0
+    finals: int = 0
+    errors: int = 0

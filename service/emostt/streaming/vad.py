@@ -2,7 +2,9 @@
 
 The ONNX build of Silero VAD (shipped inside the ``silero-vad`` package) takes its recurrent
 state as an input, so frames from many sessions run as one batch while each session keeps
-its own state. One process-wide thread owns the ONNX session; sessions await futures.
+its own state. One thread per process (owned by the app's lifespan, supervised: a crash fails the requests
+it held with ``VadFailedError`` and the thread restarts) owns the ONNX session; sessions
+await futures.
 
 Concurrency: a ``VadStream`` has at most one request in flight (its session awaits each
 one), so its frames are processed in order; only the VAD thread touches stream state.
@@ -20,13 +22,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostt.errors import EmosttError
 from emostt.observability import metrics
 from emostt.streaming.segmenter import FRAME_SAMPLES
+from emostt.supervision import SupervisedThread, fail_threadsafe, resolve_threadsafe
 
 CONTEXT_SAMPLES = 64  # Silero VAD at 16 kHz sees the previous 64 samples with each frame
 STATE_SHAPE = (2, 1, 128)
 
 FloatArray = npt.NDArray[np.float32]
+
+
+class VadFailedError(EmosttError):
+    code = "vad_failed"
+    retryable = True
 
 
 def _model_path() -> Path:
@@ -66,14 +75,21 @@ class VadBatcher:
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="emostt-vad", daemon=True)
+        self._thread = SupervisedThread("emostt-vad", "vad", self._loop)
+
+    def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        self._thread.stop()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(10)
+
+    @property
+    def failed(self) -> str | None:
+        return self._thread.failed
 
     async def speech_probs(self, stream: VadStream, frames: FloatArray) -> list[float]:
         """Probabilities for consecutive frames of one stream, shape (n, FRAME_SAMPLES)."""
@@ -82,6 +98,8 @@ class VadBatcher:
         request = _Request(stream, frames, loop, loop.create_future())
         started = time.perf_counter()
         with self._cond:
+            if self.failed or self._stopping:  # nobody would ever answer
+                raise VadFailedError("voice activity detection is unavailable")
             self._pending.append(request)
             self._cond.notify()
         probs = await request.future
@@ -113,31 +131,23 @@ class VadBatcher:
                 if self._stopping and not self._pending:
                     return
                 requests, self._pending = self._pending, []
-            # Round r runs the r-th frame of every request that has one, so each stream stays in order.
-            for r in range(max(len(q.frames) for q in requests)):
-                active = [q for q in requests if len(q.frames) > r]
-                for lo in range(0, len(active), self._max_batch):
-                    group = active[lo : lo + self._max_batch]
-                    probs = self.run_batch([q.stream for q in group], np.stack([q.frames[r] for q in group]))
-                    for q, p in zip(group, probs, strict=True):
-                        q.probs.append(float(p))
+            try:
+                self._run(requests)
+            except Exception:
+                # Their streams' states may be half-updated: the sessions start them afresh.
+                for q in requests:
+                    error = VadFailedError("voice activity detection failed on this audio; it was skipped")
+                    fail_threadsafe(q.loop, q.future, error)
+                raise
             for q in requests:
-                q.loop.call_soon_threadsafe(_resolve, q.future, q.probs)
+                resolve_threadsafe(q.loop, q.future, q.probs)
 
-
-def _resolve(future: asyncio.Future[list[float]], probs: list[float]) -> None:
-    if not future.done():
-        future.set_result(probs)
-
-
-_shared: VadBatcher | None = None
-_shared_lock = threading.Lock()
-
-
-def shared_vad() -> VadBatcher:
-    """The process-wide VAD batcher, started on first use."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = VadBatcher()
-        return _shared
+    def _run(self, requests: list[_Request]) -> None:
+        # Round r runs the r-th frame of every request that has one, so each stream stays in order.
+        for r in range(max(len(q.frames) for q in requests)):
+            active = [q for q in requests if len(q.frames) > r]
+            for lo in range(0, len(active), self._max_batch):
+                group = active[lo : lo + self._max_batch]
+                probs = self.run_batch([q.stream for q in group], np.stack([q.frames[r] for q in group]))
+                for q, p in zip(group, probs, strict=True):
+                    q.probs.append(float(p))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from pydantic import SecretStr
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 SUBPROTOCOL = "emostt.v1"
@@ -37,10 +40,11 @@ def check_handshake(
     device_id: str,
     origin: str | None,
     token: str | None,
-    tokens: Mapping[str, str],
+    tokens: Mapping[SecretStr, str] | Mapping[str, str],
     allowed_origins: Sequence[str],
 ) -> Rejection | None:
-    if not DEVICE_ID.match(device_id):
+    """None when the handshake may proceed; otherwise why not. Never raises, whatever ``token`` holds."""
+    if not DEVICE_ID.fullmatch(device_id):
         return Rejection("invalid_device_id", "device_id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
     if allowed_origins and origin is not None and origin not in allowed_origins:
         return Rejection("origin_not_allowed", "this Origin is not allowed")
@@ -51,9 +55,30 @@ def check_handshake(
             "unauthorized",
             "a token is required (Authorization: Bearer, bearer.<token> subprotocol or ?token=)",
         )
-    bound = next((device for known, device in tokens.items() if hmac.compare_digest(known, token)), None)
+    bound = bound_device(token, tokens)
     if bound is None:
         return Rejection("unauthorized", "invalid token")
     if bound not in ("*", device_id):
         return Rejection("unauthorized", "this token is not valid for this device_id")
     return None
+
+
+def bound_device(token: str, tokens: Mapping[SecretStr, str] | Mapping[str, str]) -> str | None:
+    """The device id ``token`` is bound to, or None when it is not a known token.
+
+    Constant time in the tokens' contents: every known token is compared, with no early exit,
+    over fixed-length digests (so neither a token's length nor its first differing byte shows).
+    """
+    presented = _digest(token)
+    bound = None
+    for known, device in tokens.items():
+        secret = known.get_secret_value() if isinstance(known, SecretStr) else known
+        if hmac.compare_digest(_digest(secret), presented):
+            bound = device
+    return bound
+
+
+def _digest(token: str) -> bytes:
+    # Any str can be encoded this way, lone surrogates included (they can arrive percent-encoded
+    # in ?token=), so a presented token of any content is compared rather than crashing.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()

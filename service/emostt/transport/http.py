@@ -18,26 +18,35 @@ def _state(request: Request) -> AppState:
 
 @router.get("/healthz")
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness: fails only when the process cannot recover (a fatal device error)."""
-    state = _state(request)
-    fatal = state.runner.fatal_error if state.runner else None
-    if fatal:
-        return JSONResponse({"status": "fatal", "error": fatal}, status_code=503)
+    """Liveness: fails only when the process cannot recover by itself (a fatal device error, a
+    background thread that keeps crashing): the orchestrator should restart it."""
+    failure = _state(request).failure()
+    if failure:
+        return JSONResponse({"status": "failed", "error": failure}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the model is loaded and warmed and the server is not draining."""
+    """Readiness: loaded and warmed, not draining, and (with ``readiness_reports_full``) room
+    for one more session. A load balancer then sends new sessions elsewhere; open WebSockets
+    are not touched by readiness."""
     state = _state(request)
+    refusal = state.admission()
+    full = refusal is not None and refusal.error in ("overloaded", "too_many_connections")
+    ready = refusal is None or (full and not state.settings.readiness_reports_full)
+    capacity = state.batcher.capacity.capacity_sessions() if state.batcher else None
     body = {
-        "ready": state.ready and not state.draining,
+        "ready": ready,
+        "reason": refusal.error if refusal else None,
         "draining": state.draining,
+        "full": full,
         "model": state.model.__dict__ if state.model else None,
         "sessions": len(state.connections),
+        "capacity_sessions": round(capacity, 1) if capacity is not None else None,
         "queue_depth": state.batcher.depth if state.batcher else 0,
     }
-    return JSONResponse(body, status_code=200 if body["ready"] else 503)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")

@@ -1,21 +1,34 @@
-"""What the endpoints share: settings, the batcher, the open sessions. Event-loop only."""
+"""What the endpoints share: settings, the batcher, the VAD, the open sessions. Event-loop only."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from emostt.batching.batcher import Batcher
 from emostt.config import Settings
 from emostt.inference.engine import ModelInfo
+from emostt.observability import metrics
 from emostt.policy.retry import ResilientRunner
+from emostt.streaming.vad import VadBatcher
 
 
 class Drainable(Protocol):
     def drain(self) -> None:
         """Flush this session's finals, then close it with 1012."""
+
+    def interrupt(self, code: int, error: str, message: str) -> None:
+        """End the session now: unfinished utterances get ``error`` events, then close ``code``."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: int  # WebSocket close code
+    error: str  # error event code
+    message: str
 
 
 @dataclass
@@ -23,16 +36,58 @@ class AppState:
     settings: Settings
     runner: ResilientRunner | None = None
     batcher: Batcher | None = None
+    vad: VadBatcher | None = None
     model: ModelInfo | None = None
     ready: bool = False
     draining: bool = False
     connections: dict[str, Drainable] = field(default_factory=dict)
 
-    async def drain(self, timeout_s: float) -> None:
-        """Stop taking sessions (readiness fails), let open ones finish their finals, close them 1012."""
+    def admission(self) -> Refusal | None:
+        """Why a new session must be refused now, or None to admit it."""
+        if self.draining:
+            return Refusal(1012, "not_ready", "the server is restarting; reconnect")
+        if not self.ready or self.batcher is None or self.failure():
+            return Refusal(1013, "not_ready", "the server is not ready; retry later")
+        if len(self.connections) >= self.settings.max_connections:
+            return Refusal(1013, "too_many_connections", "the server is at its connection limit; retry later")
+        if self.batcher.admission(len(self.connections)) is not None:
+            return Refusal(1013, "overloaded", "the server is at capacity; retry later or elsewhere")
+        return None
+
+    def failure(self) -> str | None:
+        """Why the process cannot recover by itself (liveness fails), or None."""
+        if self.runner is not None and self.runner.fatal_error:
+            return self.runner.fatal_error
+        for part in (self.batcher, self.vad):
+            if part is not None and part.failed:
+                return part.failed
+        return None
+
+    def add(self, session_id: str, connection: Drainable) -> None:
+        self.connections[session_id] = connection
+        self._sessions_changed()
+
+    def remove(self, session_id: str) -> None:
+        self.connections.pop(session_id, None)
+        self._sessions_changed()
+
+    def _sessions_changed(self) -> None:
+        metrics.ACTIVE_SESSIONS.set(len(self.connections))
+        if self.batcher is not None:
+            self.batcher.capacity.set_sessions(len(self.connections))
+
+    async def drain(self, timeout_s: float, cut_short: Callable[[], bool] = lambda: False) -> None:
+        """Stop taking sessions (readiness fails), let open ones finish their finals, close them
+        1012. Past ``timeout_s``, or at once when ``cut_short()`` turns true (a second signal),
+        the sessions still open are ended: their unfinished utterances get errors."""
         self.draining = True
         for connection in list(self.connections.values()):
             connection.drain()
         deadline = time.monotonic() + timeout_s
+        while self.connections and time.monotonic() < deadline and not cut_short():
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections.values()):
+            connection.interrupt(1012, "shutting_down", "the server is shutting down; reconnect")
+        deadline = time.monotonic() + 5.0  # sending those errors is quick; never hang the exit
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

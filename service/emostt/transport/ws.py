@@ -2,6 +2,11 @@
 
 No torch here. One receive loop per connection feeds a bounded queue that one consumer
 (the session) drains in order, so audio and control messages never race each other.
+
+Every way a session ends goes through ``_serve``'s close path: utterances still open get their
+finals first (policy closes, drain, client ``close``), or an error naming them when that is
+impossible (a bug, a forced shutdown); a client that went away is counted. One log line per
+session end says why.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
 from emostt.errors import EmosttError
 from emostt.observability import metrics
+from emostt.streaming import events
 from emostt.streaming.protocol import (
     Audio,
     Command,
@@ -43,12 +51,26 @@ CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_
     1012,
     1013,
 )
+# Longest wait for a closing session's finals before its unfinished utterances get errors.
+FLUSH_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Ending:
+    """How a session ends: the close code, the error event (if any) and whether finals come first."""
+
+    code: int
+    reason: str
+    error: str | None = None
+    message: str = ""
+    flush: bool = True  # finish open utterances (finals) before closing
+    client_gone: bool = False
 
 
 class _CloseSession(Exception):  # noqa: N818 - control flow, not an error
-    def __init__(self, code: int, error: str | None = None, message: str = "") -> None:
-        super().__init__(message)
-        self.code, self.error, self.message = code, error, message
+    def __init__(self, ending: _Ending) -> None:
+        super().__init__(ending.reason)
+        self.ending = ending
 
 
 class Connection:
@@ -62,39 +84,59 @@ class Connection:
         self._open = True
         self.draining = False
         self.queue: asyncio.Queue[Command] = asyncio.Queue(state.settings.receive_queue_size)
+        # Set by others to end the session from outside its receive loop.
+        self.interrupted: asyncio.Future[_Ending] = asyncio.get_running_loop().create_future()
 
     def drain(self) -> None:
         self.draining = True
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(Control("close"))
 
-    async def emit(self, event: dict[str, Any]) -> None:
+    def interrupt(self, code: int, error: str, message: str) -> None:
+        if not self.interrupted.done():
+            self.interrupted.set_result(_Ending(code, error, error, message, flush=False))
+
+    async def emit(self, event: events.Event) -> None:
         async with self._send_lock:
             if not self._open:
                 return
             self._seq += 1
             payload = {**event, "session_id": self.session_id, "seq": self._seq}
             try:
-                await self.ws.send_text(orjson.dumps(payload).decode())
+                await asyncio.wait_for(
+                    self.ws.send_text(orjson.dumps(payload).decode()), self.state.settings.send_timeout_s
+                )
+            except asyncio.TimeoutError:
+                # The client stopped reading: nothing more can reach it.
+                self._open = False
+                metrics.REJECTED_CONNECTIONS.labels("stalled_reader").inc()
+                if not self.interrupted.done():
+                    self.interrupted.set_result(
+                        _Ending(CLOSE_POLICY, "stalled_reader", flush=False, client_gone=True)
+                    )
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self._open = False
 
     async def error(self, code: str, message: str, retryable: bool = False) -> None:
         metrics.ERRORS.labels(code).inc()
-        await self.emit({"type": "error", "code": code, "message": message, "retryable": retryable})
+        await self.emit(events.error(code, message, retryable))
 
     async def close(self, code: int, reason: str = "") -> None:
         async with self._send_lock:
             self._open = False
             if self.ws.application_state != WebSocketState.DISCONNECTED:
+                timeout = self.state.settings.send_timeout_s
                 with contextlib.suppress(Exception):
-                    await self.ws.close(code, reason[:120])
+                    await asyncio.wait_for(self.ws.close(code, reason[:120]), timeout)
 
     async def reject(self, code: int, reason: str, message: str) -> None:
         metrics.REJECTED_CONNECTIONS.labels(reason).inc()
-        log.info("connection refused", extra={"session_id": self.session_id, "reason": reason})
+        log.info(
+            "connection refused",
+            extra={"session_id": self.session_id, "device_id": self.device_id, "reason": reason},
+        )
         await self.ws.accept(subprotocol=self._subprotocol())
-        await self.error(reason, message, retryable=code == CLOSE_OVERLOADED)
+        await self.error(reason, message, retryable=code in (CLOSE_OVERLOADED, CLOSE_RESTART))
         await self.close(code, reason)
 
     def _subprotocol(self) -> str | None:
@@ -118,78 +160,118 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
     if rejection is not None:
         await conn.reject(CLOSE_POLICY, rejection.reason, rejection.message)
         return
-    if state.draining or not state.ready or state.batcher is None:
-        await conn.reject(
-            CLOSE_RESTART if state.draining else CLOSE_OVERLOADED, "not_ready", "server is not ready"
-        )
-        return
-    if state.batcher.overloaded:
-        await conn.reject(CLOSE_OVERLOADED, "overloaded", "the model is saturated; retry later")
-        return
-    if len(state.connections) >= settings.max_connections:
-        await conn.reject(
-            CLOSE_OVERLOADED, "too_many_connections", "server is at its connection limit; retry later"
-        )
+    refusal = state.admission()
+    if refusal is not None:
+        await conn.reject(refusal.code, refusal.error, refusal.message)
         return
     try:
         rate = int(websocket.query_params.get("sample_rate", "16000"))
         config = SessionConfig.model_validate({**settings.session_defaults, "sample_rate": rate})
-    except ValueError as exc:  # a bad int, or pydantic ValidationError (a ValueError)
-        await conn.reject(CLOSE_POLICY, "invalid_config", f"bad session parameters: {exc}")
+    except (ValueError, ValidationError) as exc:
+        await conn.reject(CLOSE_POLICY, "invalid_config", _config_problem(exc))
         return
+    assert state.batcher is not None and state.vad is not None  # admission checked readiness
 
-    await websocket.accept(subprotocol=conn._subprotocol())
-    state.connections[conn.session_id] = conn
-    metrics.ACTIVE_SESSIONS.set(len(state.connections))
-    session = Session(
-        conn.session_id, state.batcher, conn.emit, config, speculative_finals=settings.speculative_finals
-    )
-    log.info("session opened", extra={"session_id": conn.session_id, "device_id": device_id})
+    opened = time.monotonic()
+    ending = _Ending(CLOSE_INTERNAL, "internal_error")
+    session: Session | None = None
+    state.add(conn.session_id, conn)  # released in `finally`, whatever fails from here on
     try:
-        await conn.emit(
-            {
-                "type": "ready",
-                "device_id": device_id,
-                "model": {"name": state.model.name, "revision": state.model.revision}
-                if state.model
-                else None,
-                "sample_rate": config.sample_rate,
-                "config": config.model_dump(),
-            }
+        await websocket.accept(subprotocol=conn._subprotocol())
+        session = Session(
+            conn.session_id,
+            state.batcher,
+            state.vad,
+            conn.emit,
+            config,
+            speculative_finals=settings.speculative_finals,
         )
-        code, reason = await _serve(conn, session)
-        await conn.close(code, reason)
+        log.info("session opened", extra={"session_id": conn.session_id, "device_id": device_id})
+        await conn.emit(events.ready(device_id, state.model, config.sample_rate, config.model_dump()))
+        ending = await _serve(conn, session)
     finally:
-        session.abort()
-        state.connections.pop(conn.session_id, None)
-        metrics.ACTIVE_SESSIONS.set(len(state.connections))
-        log.info("session closed", extra={"session_id": conn.session_id})
+        if session is not None:
+            session.abort()
+        with contextlib.suppress(Exception):
+            await conn.close(ending.code, ending.reason)
+        state.remove(conn.session_id)
+        metrics.SESSIONS_CLOSED.labels(ending.reason).inc()
+        stats = session.stats if session is not None else None
+        log.info(
+            "session closed",
+            extra={
+                "session_id": conn.session_id,
+                "device_id": device_id,
+                "close_code": ending.code,
+                "reason": ending.reason,
+                "duration_s": round(time.monotonic() - opened, 3),
+                "utterances": stats.utterances if stats else 0,
+                "finals": stats.finals if stats else 0,
+                "errors": stats.errors if stats else 0,
+            },
+        )
 
 
-async def _serve(conn: Connection, session: Session) -> tuple[int, str]:
-    """Run the receive loop and the consumer; return the close code and reason."""
+def _config_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "bad session parameters: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+    return "bad session parameters: sample_rate must be an integer"
+
+
+async def _serve(conn: Connection, session: Session) -> _Ending:
+    """Run the receive loop and the consumer until the session ends; finish its utterances."""
     queue = conn.queue
     consumer = asyncio.create_task(_consume(conn, session, queue))
     try:
         await _receive(conn, session, queue, consumer)
-        return (CLOSE_RESTART, "server restarting") if conn.draining else (CLOSE_NORMAL, "closed")
+        ending = _Ending(CLOSE_RESTART, "drained") if conn.draining else _Ending(CLOSE_NORMAL, "closed")
     except _CloseSession as closing:
-        if closing.error:
-            await conn.error(closing.error, closing.message)
-        return closing.code, closing.error or "closed"
+        ending = closing.ending
     except WebSocketDisconnect as exc:
         if exc.code == CLOSE_TOO_BIG:
             metrics.REJECTED_CONNECTIONS.labels("message_too_big").inc()
-        return exc.code, "client disconnected"
+        ending = _Ending(exc.code, "message_too_big" if exc.code == CLOSE_TOO_BIG else "client_gone")
+        ending.client_gone = True
     except Exception:
         log.exception("session failed", extra={"session_id": conn.session_id})
-        await conn.error("internal_error", "internal error; reconnect", retryable=True)
-        return CLOSE_INTERNAL, "internal error"
-    finally:
-        if not consumer.done():
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await consumer
+        ending = _Ending(
+            CLOSE_INTERNAL, "internal_error", "internal_error", "internal error; reconnect", flush=False
+        )
+    if ending.error in ("rate_limited", "too_fast", "idle_timeout", "session_too_long", "stalled_reader"):
+        log.info(
+            "session closed by policy",
+            extra={"session_id": conn.session_id, "device_id": conn.device_id, "reason": ending.error},
+        )
+    if not ending.client_gone:
+        if ending.flush:
+            await _flush(consumer, queue)
+        if session.unfinished:
+            await session.fail_unfinished(
+                ending.error or "internal_error", ending.message or "the session ended before this result"
+            )
+        if ending.error:
+            await conn.error(ending.error, ending.message, retryable=ending.code == CLOSE_RESTART)
+    if not consumer.done():
+        consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await consumer
+    return ending
+
+
+async def _flush(consumer: asyncio.Task[None], queue: asyncio.Queue[Command]) -> None:
+    """Let the consumer work through what was received, end the open utterance and send its
+    final; bounded, so a stuck model cannot hold a closing session forever."""
+    if consumer.done():
+        return
+
+    async def close_and_wait() -> None:
+        await queue.put(Control("close"))
+        await asyncio.shield(consumer)
+
+    with contextlib.suppress(asyncio.TimeoutError, Exception):
+        await asyncio.wait_for(close_and_wait(), FLUSH_TIMEOUT_S)
 
 
 async def _receive(
@@ -199,29 +281,40 @@ async def _receive(
     opened = time.monotonic()
     audio_s = 0.0
     while True:
-        now = time.monotonic()
-        remaining = settings.max_session_s - (now - opened)
+        remaining = settings.max_session_s - (time.monotonic() - opened)
         if remaining <= 0:
-            await _flush_then(consumer, queue)
             raise _CloseSession(
-                CLOSE_NORMAL, "session_too_long", f"sessions last at most {settings.max_session_s:.0f} s"
+                _Ending(
+                    CLOSE_NORMAL,
+                    "session_too_long",
+                    "session_too_long",
+                    f"sessions last at most {settings.max_session_s:.0f} s",
+                )
             )
         receive = asyncio.ensure_future(conn.ws.receive())
+        waitables: set[asyncio.Future[Any]] = {receive, consumer, conn.interrupted}
         done, _ = await asyncio.wait(
-            {receive, consumer},
+            waitables,
             timeout=min(settings.idle_timeout_s, remaining),
             return_when=asyncio.FIRST_COMPLETED,
         )
-        if consumer in done:
+        if receive not in done:
             receive.cancel()
-            consumer.result()  # re-raise the consumer's _CloseSession, or finish on close
+        if conn.interrupted in done:
+            raise _CloseSession(conn.interrupted.result())
+        if consumer in done:
+            consumer.result()  # re-raise the consumer's failure, or finish on close
             return
         if not done:
-            receive.cancel()
             if time.monotonic() - opened >= settings.max_session_s:
                 continue
             raise _CloseSession(
-                CLOSE_NORMAL, "idle_timeout", f"nothing received for {settings.idle_timeout_s:.0f} s"
+                _Ending(
+                    CLOSE_NORMAL,
+                    "idle_timeout",
+                    "idle_timeout",
+                    f"nothing received for {settings.idle_timeout_s:.0f} s",
+                )
             )
         message = receive.result()
         if message["type"] == "websocket.disconnect":
@@ -239,24 +332,21 @@ async def _receive(
             if audio_s > allowed:
                 metrics.REJECTED_CONNECTIONS.labels("rate_limited").inc()
                 raise _CloseSession(
-                    CLOSE_POLICY,
-                    "rate_limited",
-                    f"audio arrives faster than {settings.max_realtime_factor:g}x real time; "
-                    "stream in real time",
+                    _Ending(
+                        CLOSE_POLICY,
+                        "rate_limited",
+                        "rate_limited",
+                        f"audio arrives faster than {settings.max_realtime_factor:g}x real time; "
+                        "stream in real time",
+                    )
                 )
         try:
             queue.put_nowait(command)
         except asyncio.QueueFull:
             metrics.REJECTED_CONNECTIONS.labels("too_fast").inc()
             raise _CloseSession(
-                CLOSE_POLICY, "too_fast", "the server cannot keep up with this stream"
+                _Ending(CLOSE_POLICY, "too_fast", "too_fast", "the server cannot keep up with this stream")
             ) from None
-
-
-async def _flush_then(consumer: asyncio.Task[None], queue: asyncio.Queue[Command]) -> None:
-    await queue.put(Control("close"))
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(asyncio.shield(consumer), timeout=30)
 
 
 def _decode(message: Mapping[str, Any]) -> Command:

@@ -1,0 +1,106 @@
+"""Server -> client events: the outbound schema in one place (docs/protocol.md mirrors it).
+
+Every builder returns the event body; the transport adds ``session_id`` and ``seq``. Error
+codes are stable and listed in ``ERROR_CODES``; an error's ``message`` is safe to show to a
+client (never exception text: details go to the log with the session id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emostt.inference.engine import ModelInfo, TranscriptionResult
+
+Event = dict[str, Any]
+
+ERROR_CODES = frozenset(
+    {
+        # handshake (the connection is then closed)
+        "unauthorized",
+        "invalid_device_id",
+        "origin_not_allowed",
+        "invalid_config",
+        "too_many_connections",
+        "overloaded",
+        "not_ready",
+        # a message (the session continues)
+        "invalid_message",
+        "unknown_message_type",
+        # an utterance (the session continues)
+        "inference_failed",
+        "out_of_memory",
+        "shutting_down",
+        "invalid_audio",
+        "vad_failed",
+        "internal_error",
+        # the session is closed after the event
+        "idle_timeout",
+        "session_too_long",
+        "rate_limited",
+        "too_fast",
+        "stalled_reader",
+    }
+)
+
+
+def ready(device_id: str, model: ModelInfo | None, sample_rate: int, config: dict[str, Any]) -> Event:
+    return {
+        "type": "ready",
+        "device_id": device_id,
+        "model": {"name": model.name, "revision": model.revision} if model else None,
+        "sample_rate": sample_rate,
+        "config": config,
+    }
+
+
+def config_changed(config: dict[str, Any]) -> Event:
+    return {"type": "config", "config": config}
+
+
+def speech_started(utterance_id: str, audio_start_ms: int) -> Event:
+    return {"type": "speech_started", "utterance_id": utterance_id, "audio_start_ms": audio_start_ms}
+
+
+def partial(utterance_id: str, text: str, audio_start_ms: int, audio_end_ms: int) -> Event:
+    return {
+        "type": "partial",
+        "utterance_id": utterance_id,
+        "text": text,
+        "audio_start_ms": audio_start_ms,
+        "audio_end_ms": audio_end_ms,
+    }
+
+
+def final(
+    utterance_id: str,
+    result: TranscriptionResult,
+    *,
+    gate_reasons: list[str],
+    degraded: bool,
+    end_reason: str,
+    audio_start_ms: int,
+    audio_end_ms: int,
+    latency_ms: float,
+) -> Event:
+    body = result.to_dict()
+    body.pop("raw_text", None)
+    return {
+        "type": "final",
+        "utterance_id": utterance_id,
+        **body,
+        "gated": bool(gate_reasons),
+        "gate_reasons": gate_reasons,
+        "degraded": degraded,
+        "end_reason": end_reason,
+        "audio_start_ms": audio_start_ms,
+        "audio_end_ms": audio_end_ms,
+        "latency_ms": round(latency_ms, 1),
+    }
+
+
+def error(code: str, message: str, retryable: bool, utterance_id: str | None = None) -> Event:
+    assert code in ERROR_CODES, f"undocumented error code {code!r}"
+    event: Event = {"type": "error", "code": code, "message": message, "retryable": retryable}
+    if utterance_id is not None:
+        event["utterance_id"] = utterance_id
+    return event
