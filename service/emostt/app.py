@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -101,14 +100,12 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
                 breaker_cooldown_s=settings.breaker_cooldown_s,
             ),
         )
-        warmup_s = await asyncio.to_thread(_warm_up, primary) if settings.warmup else None
         state.batcher = _make_batcher(settings, state.runner, primary)
-        if warmup_s is not None:  # the first cost estimate, until served batches are measured
-            state.batcher.capacity.record_batch(WARMUP_AUDIO_S, warmup_s)
         state.vad = VadBatcher()
         state.batcher.start()
         state.vad.start()
-        state.model = primary.info
+        if settings.warmup:
+            await _warm_up(state.batcher)
         state.ready = True
         log.info("ready", extra={"model": primary.info.name, "device": primary.info.device})
         try:
@@ -133,14 +130,18 @@ def app_from_env() -> FastAPI:
 WARMUP_AUDIO_S = 2.0
 
 
-def _warm_up(engine: Engine) -> float:
-    """One batch before reporting ready (first-call allocations happen here, not in a session's
-    final); its time is the first estimate of what a second of audio costs."""
-    audio = np.random.default_rng(0).standard_normal(int(WARMUP_AUDIO_S * 16_000)).astype(np.float32) * 0.01
-    engine.transcribe([TranscriptionRequest(audio)])  # the first call pays one-off set-up costs
-    started = time.perf_counter()
-    engine.transcribe([TranscriptionRequest(audio)])
-    return time.perf_counter() - started
+async def _warm_up(batcher: Batcher) -> None:
+    """Batches on every model worker before reporting ready: one-off set-up costs (allocations,
+    kernel selection) are paid here, not in a session's final. The second round, run the way
+    serving runs, is the first estimate of what a second of audio costs (admission needs one
+    before the first burst of sessions arrives)."""
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(int(WARMUP_AUDIO_S * 16_000)) * 0.01).astype(np.float32)
+    for round_ in range(2):
+        if round_ == 1:
+            batcher.capacity.forget()  # the first round's set-up costs are not serving costs
+        requests = [TranscriptionRequest(audio) for _ in range(batcher.final_workers)]
+        await asyncio.gather(*(batcher.submit(r, is_final=True, session_id="warmup") for r in requests))
 
 
 def _make_batcher(settings: Settings, runner: ResilientRunner, primary: Engine) -> Batcher:

@@ -24,11 +24,6 @@ def pcm16_to_float32(data: bytes) -> Float32Array:
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def float32_to_pcm16(samples: npt.NDArray[np.floating]) -> bytes:
-    clipped = np.clip(samples, -1.0, 32767 / 32768)
-    return (clipped * 32768.0).astype("<i2").tobytes()
-
-
 def resample(samples: Float32Array, rate: int, target: int = SAMPLE_RATE) -> Float32Array:
     if rate == target:
         return samples

@@ -125,7 +125,9 @@ def test_known_emotion_only(tiny_engine: SenseVoiceEngine, speech_16k: np.ndarra
 def test_int8_quantizes_linear_layers_and_keeps_results_valid(
     tiny_model_dir: Path, speech_16k: np.ndarray
 ) -> None:
-    engine = SenseVoiceEngine.load(str(tiny_model_dir), EngineOptions(device="cpu", precision="int8"))
+    engine = SenseVoiceEngine.load(
+        str(tiny_model_dir), EngineOptions(device="cpu", precision="int8", backend="torch")
+    )
     assert engine.info.precision == "int8"
     quantized = [m for m in engine._model.modules() if "quantized" in type(m).__module__]
     assert quantized, "int8 must replace the Linear layers with dynamically quantized ones"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from emostt.inference.onnx_encoder import (
     QUANTIZED_FILE,
     cached_export,
     export_in_subprocess,
+    remove_stale_staging,
 )
 from emostt.inference.sensevoice import EXPORT_THREAD_NAME, EngineOptions, SenseVoiceEngine
 from tests.conftest import espeak
@@ -72,14 +75,15 @@ def forbid_exports(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class GatedExport:
     """Stands in for ``export_in_subprocess`` in the engine: holds the export until
-    ``release``, then runs the real one."""
+    ``release``, then runs the real one, or hands over ``exported`` when set."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.exported: Path | None = None
 
     def __call__(self, model_dir: Path, cache_dir: Path) -> Path:
         assert self.release.wait(SWITCH_TIMEOUT_S), "the test never released the export"
-        return export_in_subprocess(model_dir, cache_dir)
+        return self.exported or export_in_subprocess(model_dir, cache_dir)
 
 
 @pytest.fixture
@@ -280,9 +284,14 @@ def transcribe_until(
 def test_transcribe_calls_from_two_threads_across_the_switch_all_succeed(
     tmp_path: Path,
     gated_export: GatedExport,
+    onnx_engine: SenseVoiceEngine,
+    cache: Path,
     torch_engine: SenseVoiceEngine,
     phrases: list[tuple[str, np.ndarray]],
 ) -> None:
+    # The switch is under test here, not the export: hand over the module's export at once.
+    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    gated_export.exported = cached_export(entry)
     requests = [TranscriptionRequest(audio) for _, audio in phrases]
     want = [r.text for r in torch_engine.transcribe(requests)]
     engine = SenseVoiceEngine.load("demo", auto_options(tmp_path))
@@ -380,3 +389,16 @@ def test_a_failing_export_process_reports_its_reason(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="the ONNX export process failed"):
         export_in_subprocess(tmp_path / "no-such-model", tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_staging_dirs_of_dead_exports_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dead, live = tmp_path / ".export-dead", tmp_path / ".export-live"
+    for staging in (dead, live):
+        staging.mkdir()
+        (staging / "model.onnx").write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in (dead / "model.onnx", dead):
+        os.utime(path, (two_days_ago, two_days_ago))
+    remove_stale_staging(tmp_path)
+    assert not dead.exists()
+    assert live.exists()

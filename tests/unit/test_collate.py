@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emostt.batching.collate import Waiting, padding_ratio, pick_batch
+from emostt.batching.collate import Waiting, pick_batch
 
 jobs = st.lists(st.tuples(st.booleans(), st.integers(1, 480_000)), max_size=60)
 limits = st.tuples(st.integers(1, 32), st.integers(16_000, 5_000_000))
@@ -46,11 +46,6 @@ def test_length_aware_choice_pads_no_more_than_first_come(lengths: list[int]) ->
     distance = [abs(n - lengths[0]) for n in lengths]
     assert max(distance[i] for i in chosen) <= max(distance[:4])
     assert max(distance[i] for i in chosen) == sorted(distance[1:])[2]
-
-
-def test_padding_ratio() -> None:
-    assert padding_ratio([100, 100]) == 1.0
-    assert padding_ratio([100, 300]) == 1.5
 
 
 @given(jobs, limits, st.integers(16_000, 500_000))

@@ -135,6 +135,10 @@ class Batcher:
             thread.join(max(deadline - time.monotonic(), 0.0))
 
     @property
+    def final_workers(self) -> int:
+        return self.capacity.config.workers
+
+    @property
     def failed(self) -> str | None:
         """Why a model worker gave up after repeated crashes (liveness fails), else None."""
         return next((t.failed for t in self._threads if t.failed), None)

@@ -51,6 +51,12 @@ class CapacityModel:
         self._session_s = 0.0
         self._publish()
 
+    def forget(self) -> None:
+        """Drop what was measured so far (warm-up batches that paid one-off costs)."""
+        with self._lock:
+            self._model_s = self._cost_audio_s = self._demand_audio_s = self._session_s = 0.0
+        self._publish()
+
     def record_batch(self, audio_s: float, model_s: float) -> None:
         """A final batch: ``audio_s`` seconds of audio took ``model_s`` seconds on one worker."""
         if audio_s <= 0:

@@ -52,8 +52,3 @@ def pick_batch(
             chosen.append(i)
             longest = longest_if
     return chosen
-
-
-def padding_ratio(lengths: Sequence[int]) -> float:
-    """Padded samples over real samples for a batch of these lengths (1.0 = no padding)."""
-    return max(lengths) * len(lengths) / sum(lengths) if lengths else 1.0

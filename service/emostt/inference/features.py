@@ -38,10 +38,6 @@ class Features:
             except ImportError:
                 self._kaldi = None
 
-    @property
-    def on_device(self) -> bool:
-        return self._kaldi is not None
-
     def __call__(self, audios: Sequence[npt.NDArray[np.float32]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded (B, T, 560) features on the target device and their lengths (B,)."""
         for audio in audios:

@@ -29,6 +29,7 @@ import torch
 
 from emostt.errors import ModelLoadError
 from emostt.inference.funasr_import import stdout_to_stderr
+from emostt.inference.threads import LOW_PRIORITY_NICE
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,16 @@ def _move_into_place(staging: Path, cache_dir: Path) -> None:
             raise
 
 
-# A child export left behind this long is stuck; SenseVoiceSmall takes minutes on 2 cores.
-EXPORT_TIMEOUT_S = 3600.0
+# An export child still running after this long is stuck: SenseVoiceSmall takes minutes on 2
+# idle cores, and the child runs niced, so a busy server can stretch that a lot.
+EXPORT_TIMEOUT_S = 3 * 3600.0
 
+# The child lowers its priority before importing anything: numpy and torch start thread
+# pools at import, and threads inherit the priority of the thread that starts them.
 _CHILD_MAIN = (
-    "import sys; from emostt.inference.onnx_encoder import export_main; sys.exit(export_main(sys.argv[1:]))"
+    "import os, sys; "
+    f"os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), {LOW_PRIORITY_NICE})); "
+    "from emostt.inference.onnx_encoder import export_main; sys.exit(export_main(sys.argv[1:]))"
 )
 
 
@@ -167,14 +173,14 @@ def export_in_subprocess(model_dir: Path, cache_dir: Path, timeout_s: float = EX
 
 
 def export_main(argv: list[str]) -> int:
-    """The export child: ``MODEL_DIR CACHE_DIR``; 0 when the cache entry is complete. Its last
-    stderr line says why it failed."""
+    """The export child (already niced): ``MODEL_DIR CACHE_DIR``; 0 when the cache entry is
+    complete. Its last stderr line says why it failed."""
     from emostt.inference.funasr_import import auto_model_class
-    from emostt.inference.threads import lower_thread_priority
 
-    # Before any compute: the threads torch starts later inherit the priority.
-    lower_thread_priority()
     model_dir, cache_dir = (Path(arg) for arg in argv)
+    if not (model_dir / "config.yaml").is_file():
+        print(f"ModelLoadError: {model_dir} is not a model dir (no config.yaml)", file=sys.stderr)
+        return 1
     try:
         auto_model = auto_model_class()(
             model=str(model_dir), device="cpu", disable_update=True, disable_pbar=True

@@ -37,10 +37,14 @@ class AppState:
     runner: ResilientRunner | None = None
     batcher: Batcher | None = None
     vad: VadBatcher | None = None
-    model: ModelInfo | None = None
     ready: bool = False
     draining: bool = False
     connections: dict[str, Drainable] = field(default_factory=dict)
+
+    @property
+    def model(self) -> ModelInfo | None:
+        """The model serving now (its backend changes when the ONNX export is ready)."""
+        return self.runner.primary.info if self.runner is not None else None
 
     def admission(self) -> Refusal | None:
         """Why a new session must be refused now, or None to admit it."""
