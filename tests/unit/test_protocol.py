@@ -58,3 +58,10 @@ def test_config_merges_nested_fields_and_validates() -> None:
     with pytest.raises(InvalidConfigError, match="colour"):
         config.updated({"colour": "blue"})
     assert config.vad.silence_duration_ms == 500  # the original is untouched
+
+
+def test_deeply_nested_or_non_string_type_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="type must be a string"):
+        parse_text('{"type":' + "[" * 999 + "]" * 999 + "}")
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        parse_text('{"type": "' + "x" * 100_000 + '"}')

@@ -95,6 +95,8 @@ def parse_text(text: str) -> Command:
     if not isinstance(message, dict):
         raise ProtocolError("text frames must be JSON objects")
     kind = message.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise ProtocolError("type must be a string")
     if kind is None and "audio" in message:  # device firmware format: {"audio": "<hex>"}
         return Audio(_decode(message["audio"], "hex"))
     if kind == "audio":
@@ -104,7 +106,7 @@ def parse_text(text: str) -> Command:
     if kind in ("finalize", "keepalive", "close"):
         return Control(kind)
     raise UnknownMessageError(
-        f"unknown message type {kind!r}; expected config, audio, finalize, keepalive or close"
+        f"unknown message type {kind[:40]!r}; expected config, audio, finalize, keepalive or close"
     )
 
 
