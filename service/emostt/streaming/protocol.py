@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -78,9 +78,13 @@ class Configure:
     changes: dict[str, Any]
 
 
+ControlKind = Literal["finalize", "keepalive", "close"]
+CONTROL_KINDS: tuple[str, ...] = get_args(ControlKind)
+
+
 @dataclass(frozen=True)
 class Control:
-    kind: Literal["finalize", "keepalive", "close"]
+    kind: ControlKind
 
 
 Command = Audio | Configure | Control
@@ -103,10 +107,11 @@ def parse_text(text: str) -> Command:
         return Audio(_decode(message.get("data"), "base64"))
     if kind == "config":
         return Configure({k: v for k, v in message.items() if k != "type"})
-    if kind in ("finalize", "keepalive", "close"):
-        return Control(kind)
+    if kind in CONTROL_KINDS:
+        return Control(cast(ControlKind, kind))
     raise UnknownMessageError(
-        f"unknown message type {kind[:40]!r}; expected config, audio, finalize, keepalive or close"
+        f"unknown message type {kind if kind is None else kind[:40]!r}; "
+        "expected config, audio, finalize, keepalive or close"
     )
 
 
