@@ -24,3 +24,25 @@ def test_json_lines_carry_the_extra_fields() -> None:
     record.session_id = "abc123"
     line = orjson.loads(JsonFormatter().format(record))
     assert line["message"] == "session opened" and line["session_id"] == "abc123"
+
+
+def test_invalid_utf8_frames_are_logged_without_a_traceback() -> None:
+    from emostt.observability.logging import ClientFrameErrors
+
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        import sys
+
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.ERROR,
+        __file__,
+        1,
+        "Invalid UTF-8 sequence received from client.",
+        None,
+        exc_info,
+    )
+    assert ClientFrameErrors().filter(record)
+    assert record.exc_info is None and record.levelname == "WARNING"

@@ -43,6 +43,19 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+class ClientFrameErrors(logging.Filter):
+    """uvicorn logs a client's non-UTF-8 text frame at error level with a traceback; the frame
+    is the client's fault and the connection is already closed 1007: one warning line, no
+    traceback (any client could otherwise fill the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure(json_logs: bool = True, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -57,3 +70,4 @@ def configure(json_logs: bool = True, level: int = logging.INFO) -> None:
         logger.handlers[:] = []
         logger.propagate = True
         logger.addFilter(RedactTokens())
+    logging.getLogger("uvicorn.error").addFilter(ClientFrameErrors())
