@@ -42,17 +42,8 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
     """The primary engine (with the optional offline fallback model) and the optional fallback-device copy."""
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
-    options = EngineOptions(
-        device=settings.device,
-        precision=settings.precision,
-        hub=settings.hub,
-        threads=settings.threads,
-        load_timeout_s=settings.load_timeout_s,
-        backend=settings.backend,
-        onnx_cache_dir=settings.onnx_cache_dir,
-        # The server starts serving at once (torch) and switches when the ONNX export is ready.
-        background_export=True,
-    )
+    # The server starts serving at once (torch) and switches when the ONNX export is ready.
+    options = settings.engine_options(background_export=True)
     primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
     fallback = None
     if settings.fallback_device:

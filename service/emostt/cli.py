@@ -92,18 +92,11 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine_from_settings(settings: EngineSettings) -> SenseVoiceEngine:
-    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+    from emostt.inference.sensevoice import SenseVoiceEngine
 
-    options = EngineOptions(
-        device=settings.device,
-        precision=settings.precision,
-        hub=settings.hub,
-        threads=settings.threads,
-        backend=settings.backend,
-        load_timeout_s=settings.load_timeout_s,
-        onnx_cache_dir=settings.onnx_cache_dir,
+    return SenseVoiceEngine.load_with_fallback(
+        settings.model, settings.fallback_model, settings.engine_options()
     )
-    return SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
 
 
 def _format_result(name: str, result: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from emostt.inference.model_source import DEFAULT_MODEL
 from emostt.streaming.protocol import SessionConfig
 from emostt.transport.auth import DEVICE_ID
+
+if TYPE_CHECKING:
+    from emostt.inference.sensevoice import EngineOptions
 
 Hub = Literal["ms", "hf"]
 Precision = Literal["auto", "fp32", "int8", "fp16", "bf16"]
@@ -91,6 +94,21 @@ class EngineSettings(BaseSettings):
     @classmethod
     def _check_device(cls, value: str) -> str:
         return check_device("device", value)
+
+    def engine_options(self, *, background_export: bool = False) -> EngineOptions:
+        """How ``SenseVoiceEngine.load`` should load ``model`` under these settings."""
+        from emostt.inference.sensevoice import EngineOptions  # torch: only when a model loads
+
+        return EngineOptions(
+            device=self.device,
+            precision=self.precision,
+            hub=self.hub,
+            threads=self.threads,
+            load_timeout_s=self.load_timeout_s,
+            backend=self.backend,
+            onnx_cache_dir=self.onnx_cache_dir,
+            background_export=background_export,
+        )
 
 
 class Settings(EngineSettings):
