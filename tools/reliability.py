@@ -1253,7 +1253,11 @@ def cmd_churn(args: argparse.Namespace) -> int:
     fd_delta = end["fds"] - baseline["fds"]
     closes_1011 = stats["server_close_codes"].get("1011", 0)
     total_run = args.warmup + done
-    failed_cycles = stats["no_ready"] + sum(stats["refused"].values()) + sum(stats["connect_errors"].values())
+    # An `overloaded` refusal is admission control doing its job (the churn load can exceed the
+    # measured capacity on a small machine); it is reported, not counted as a failed cycle.
+    shed = stats["refused"].get("overloaded", 0)
+    other_refusals = sum(n for code, n in stats["refused"].items() if code != "overloaded")
+    failed_cycles = stats["no_ready"] + other_refusals + sum(stats["connect_errors"].values())
     criteria = [
         Criterion("cycles run", total_run, f"= {args.warmup + args.cycles}", done >= args.cycles),
         Criterion(
@@ -1269,7 +1273,7 @@ def cmd_churn(args: argparse.Namespace) -> int:
             abs(fd_delta) <= args.fd_tolerance,
         ),
         Criterion("sessions settled to 0 at end", settle_end is not None, "yes", settle_end is not None),
-        Criterion("cycles without ready", failed_cycles, "= 0", failed_cycles == 0),
+        Criterion("cycles without ready (other than `overloaded`)", failed_cycles, "= 0", failed_cycles == 0),
         Criterion("closes with 1011", closes_1011, "= 0", closes_1011 == 0),
         Criterion("server alive, /healthz 200", f"{alive}, {healthz}", "yes, 200", alive and healthz == 200),
     ]
@@ -1311,6 +1315,7 @@ def cmd_churn(args: argparse.Namespace) -> int:
         ),
         ("fds: start / baseline / end", f"{initial['fds']} / {baseline['fds']} / {end['fds']}"),
         ("cycles by kind", dict(stats["kinds"])),
+        ("cycles refused `overloaded` by admission control", shed),
         ("server close codes (client waited for them)", dict(stats["server_close_codes"])),
         (
             "speech cycles: utterance seen / not seen",

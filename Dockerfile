@@ -1,0 +1,110 @@
+# syntax=docker/dockerfile:1.7
+#
+# emostt: one file for GPU and CPU images.
+#
+#   GPU (default):  docker build -t emostt:gpu .
+#   CPU:            docker build -t emostt:cpu \
+#                     --build-arg BASE_IMAGE=python:3.12-slim-bookworm --build-arg TORCH_VARIANT=cpu .
+#
+# Behind a TLS-intercepting proxy, give pip the proxy's CA as a build secret instead of weakening
+# verification:  --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
+# Offline torch: mount a directory of wheels into the build and name it in TORCH_FIND_LINKS
+# (tools/image_test.sh does this with buildah's --volume).
+#
+# Any base with a glibc userland and apt works: python3 (>= 3.10) and venv are installed from the
+# distribution when the base has none (CUDA runtime images ship no Python).
+
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------------------------------------
+# base: Python, tini, CA certificates and the unprivileged user; shared by every stage.
+FROM ${BASE_IMAGE} AS base
+ARG DEBIAN_FRONTEND=noninteractive
+SHELL ["/bin/sh", "-eu", "-c"]
+# The apt lists and archives live in cache mounts, so nothing of them lands in a layer. Package
+# versions are the base image's distribution's (Ubuntu for CUDA, Debian for slim): pin the base
+# by digest for reproducible builds; apt versions cannot be pinned across both.
+# $packages is split into words on purpose.
+# hadolint ignore=DL3008,SC2086
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+    rm -f /etc/apt/apt.conf.d/docker-clean; \
+    packages="ca-certificates tini libgomp1"; \
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then \
+      packages="$packages python3 python3-venv"; \
+    fi; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends $packages; \
+    python3 -c "import sys; assert sys.version_info >= (3, 10), sys.version"; \
+    groupadd --system --gid 10001 emostt; \
+    useradd --system --uid 10001 --gid emostt --home-dir /home/emostt --create-home --shell /usr/sbin/nologin emostt; \
+    install -d -o emostt -g emostt -m 0775 /cache
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
+
+# ---------------------------------------------------------------------------------------------
+# deps: torch and every dependency from pyproject.toml, without the source, so a code change
+# reuses this (large) layer.
+FROM base AS deps
+ARG TORCH_VERSION=2.13.0
+# cu128 (CUDA 12.8 wheels) or cpu: the wheel's local version label, pinned exactly
+# (torch==2.13.0+cpu), so no other build can satisfy the requirement by accident.
+ARG TORCH_VARIANT=cu128
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
+ARG TORCH_FIND_LINKS=
+RUN python3 -m venv /opt/venv
+COPY pyproject.toml /src/pyproject.toml
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip-ca,required=false \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    export PIP_DISABLE_PIP_VERSION_CHECK=1; \
+    ( \
+      if [ -n "$TORCH_FIND_LINKS" ]; then \
+        export PIP_FIND_LINKS="$TORCH_FIND_LINKS"; \
+      else \
+        export PIP_INDEX_URL="$TORCH_INDEX_URL" PIP_EXTRA_INDEX_URL=https://pypi.org/simple; \
+      fi; \
+      pip install "torch==${TORCH_VERSION}+${TORCH_VARIANT}" \
+    ); \
+    python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']))" > /src/requirements.txt; \
+    pip install -r /src/requirements.txt; \
+    if [ "$TORCH_VARIANT" = "cpu" ]; then \
+      python -c "import torch; assert not torch.version.cuda, 'CPU image with a CUDA torch: ' + torch.__version__"; \
+    fi
+
+# ---------------------------------------------------------------------------------------------
+# wheel: the emostt package (with the bundled demo model) as a wheel.
+FROM deps AS wheel
+COPY README.md /src/README.md
+COPY service /src/service
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip-ca,required=false \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    pip wheel --no-deps --wheel-dir /dist /src
+
+# ---------------------------------------------------------------------------------------------
+# runtime
+FROM base AS runtime
+COPY --from=deps /opt/venv /opt/venv
+RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
+    pip install --no-deps --no-index --no-cache-dir /dist/*.whl; \
+    emostt --help >/dev/null
+# Hub downloads (ModelScope, Hugging Face) and the ONNX export cache all go under /cache: mount a
+# volume there so they survive restarts and the root filesystem can stay read-only.
+ENV XDG_CACHE_HOME=/cache \
+    MODELSCOPE_CACHE=/cache/modelscope \
+    HF_HOME=/cache/huggingface \
+    HOME=/home/emostt \
+    EMOSTT_HOST=0.0.0.0 \
+    EMOSTT_PORT=8000
+VOLUME ["/cache"]
+WORKDIR /home/emostt
+USER 10001:10001
+EXPOSE 8000
+# Liveness only: /healthz fails when the process cannot recover by itself. Readiness (/readyz) is
+# for load balancers and orchestrators. No curl in the image: Python's urllib does it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15m --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('EMOSTT_PORT', '8000'), timeout=4)"]
+# tini forwards SIGTERM to the server (which drains its sessions) and reaps the ONNX export child.
+ENTRYPOINT ["tini", "--", "emostt", "serve"]
