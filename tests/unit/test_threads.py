@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from emostt.inference.threads import (
     DEFAULT_MAX_BATCH_SIZE,
     LOW_PRIORITY_NICE,
+    cgroup_cpu_limit,
     default_max_batch_size,
     lower_thread_priority,
     usable_cores,
@@ -18,6 +20,31 @@ def test_cpu_plan_is_one_single_threaded_final_worker_per_core_plus_a_partial_wo
     assert plan.workers == usable_cores()
     assert plan.threads_per_worker == 1
     assert plan.partial_workers == 1
+
+
+def test_a_cgroup_v2_cpu_quota_caps_the_cores_used(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 1.5
+    # Rounded up, never more than the affinity mask allows.
+    assert usable_cores(tmp_path) == min(2, len(os.sched_getaffinity(0)))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+    assert usable_cores(tmp_path) == len(os.sched_getaffinity(0))
+
+
+def test_a_cgroup_v1_cfs_quota_caps_the_cores_used(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 0.5
+    assert usable_cores(tmp_path) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1's "no limit"
+    assert cgroup_cpu_limit(tmp_path) is None
+
+
+def test_no_cgroup_files_means_no_quota(tmp_path: Path) -> None:
+    assert cgroup_cpu_limit(tmp_path) is None
+    assert usable_cores(tmp_path) == len(os.sched_getaffinity(0))
 
 
 def test_cuda_plan_is_one_worker_with_partials_between_finals() -> None:
