@@ -1,11 +1,65 @@
-"""Prometheus metrics, defined once at import. Never label by device or session id."""
+"""Prometheus metrics, defined once at import. Never label by device or session id.
+
+Every label takes its values from a fixed vocabulary (``LABEL_VALUES``), and every labelled
+series is created at zero at import. Why: a counter that first appears already at 1 shows no
+``increase()``, so the first crash or refusal would never alert; a rate panel of an unused
+label would show "no data" rather than 0; and the vocabulary bounds the series a server can
+export (tests compare the exposition against it).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+from emostt.policy.gating import GATE_REASONS
+from emostt.streaming.events import ERROR_CODES
+
+# The classic text format exports each counter's and histogram's creation time as a separate
+# `*_created` gauge series: no panel or rule uses them, and they would double the series count.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+# Speech end -> final includes the endpointing silence (500 ms by default, up to 10 s).
+SPEECH_END_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 5.0, 10.0, 20.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
+
+# "file": segments of uploaded files (the OpenAI-compatible REST endpoint).
+BATCH_KINDS = ("final", "partial", "file")
+UTTERANCE_OUTCOMES = ("final", "error", "client_gone", "dropped_gated")
+PARTIAL_OUTCOMES = ("sent", "stale", "shed", "failed")
+SPECULATIVE_OUTCOMES = ("used", "discarded")
+RETRY_REASONS = ("oom_split", "isolate", "error")
+THREAD_KINDS = ("vad", "model_worker")
+# WebSocket close codes the server refuses or closes a connection with by policy (docs/protocol.md).
+REFUSAL_CLOSE_CODES = ("1008", "1009", "1012", "1013")
+REJECTION_REASONS = (
+    # at the handshake
+    "invalid_device_id",
+    "origin_not_allowed",
+    "unauthorized",
+    "invalid_config",
+    "not_ready",
+    "too_many_connections",
+    "overloaded",
+    # an open session closed by a limit
+    "message_too_big",
+    "rate_limited",
+    "too_fast",
+    "stalled_reader",
+)
+SESSION_END_REASONS = (
+    "closed",
+    "drained",
+    "client_gone",
+    "internal_error",
+    "shutting_down",
+    "idle_timeout",
+    "session_too_long",
+    "message_too_big",
+    "rate_limited",
+    "too_fast",
+    "stalled_reader",
+)
 
 VAD_SECONDS = Histogram(
     "emostt_vad_seconds",
@@ -29,6 +83,13 @@ ENDPOINT_TO_FINAL_SECONDS = Histogram(
     "From the end of an utterance (endpoint or finalize) to its final event being sent.",
     buckets=LATENCY_BUCKETS,
 )
+SPEECH_END_TO_FINAL_SECONDS = Histogram(
+    "emostt_speech_end_to_final_seconds",
+    "From the arrival of an utterance's last speech audio to its final event being sent: what the "
+    "speaker waits, endpointing silence included (endpoint_to_final plus the silence the endpointer "
+    "waited for).",
+    buckets=SPEECH_END_BUCKETS,
+)
 PARTIAL_LATENCY_SECONDS = Histogram(
     "emostt_partial_latency_seconds",
     "From a partial being requested to its event being sent.",
@@ -46,15 +107,27 @@ SPECULATIVE_FINALS = Counter(
 ERRORS = Counter("emostt_errors_total", "Error events sent to clients, by code.", ["code"])
 RETRIES = Counter("emostt_retries_total", "Engine calls retried, by reason.", ["reason"])
 FALLBACKS = Counter("emostt_fallbacks_total", "Batches served by the fallback engine.")
+DEGRADED_FINALS = Counter(
+    "emostt_degraded_finals_total", "Finals sent with degraded=true: produced by the fallback engine."
+)
 GATED = Counter("emostt_gated_total", "Finals marked gated, by reason.", ["reason"])
 REJECTED_CONNECTIONS = Counter(
     "emostt_rejected_connections_total",
     "WebSocket connections refused or closed by policy, by reason.",
     ["reason"],
 )
+REFUSED_CONNECTIONS = Counter(
+    "emostt_refused_connections_total",
+    "The connections of emostt_rejected_connections_total by the close code they got: 1008 policy "
+    "(auth, origin, limits), 1009 message too big, 1012 restarting, 1013 overloaded or not ready.",
+    ["code"],
+)
 ACTIVE_SESSIONS = Gauge("emostt_active_sessions", "Open streaming sessions.")
 QUEUE_DEPTH = Gauge("emostt_batcher_queue_depth", "Utterances waiting in the batcher.")
 CIRCUIT_OPEN = Gauge("emostt_circuit_open", "1 while the primary engine's circuit breaker is open.")
+READY = Gauge(
+    "emostt_ready", "1 while /readyz answers 200 (set at every scrape by the same decision), else 0."
+)
 CAPACITY_SESSIONS = Gauge(
     "emostt_capacity_sessions",
     "Sessions this server can serve at its target utilization, estimated from the measured model "
@@ -74,3 +147,81 @@ THREAD_CRASHES = Counter(
 SESSIONS_CLOSED = Counter(
     "emostt_sessions_closed_total", "Sessions ended, by reason (closed, idle_timeout, ...).", ["reason"]
 )
+
+# (metric, its label, the values that label may take): a value outside its set is a bug.
+_VOCABULARY: tuple[tuple[Counter | Histogram, str, tuple[str, ...]], ...] = (
+    (QUEUE_WAIT_SECONDS, "kind", BATCH_KINDS),
+    (BATCH_INFERENCE_SECONDS, "kind", BATCH_KINDS),
+    (UTTERANCES, "outcome", UTTERANCE_OUTCOMES),
+    (PARTIALS, "outcome", PARTIAL_OUTCOMES),
+    (SPECULATIVE_FINALS, "outcome", SPECULATIVE_OUTCOMES),
+    (ERRORS, "code", tuple(sorted(ERROR_CODES))),
+    (RETRIES, "reason", RETRY_REASONS),
+    (GATED, "reason", GATE_REASONS),
+    (REJECTED_CONNECTIONS, "reason", REJECTION_REASONS),
+    (REFUSED_CONNECTIONS, "code", REFUSAL_CLOSE_CODES),
+    (THREAD_CRASHES, "thread", THREAD_KINDS),
+    (SESSIONS_CLOSED, "reason", SESSION_END_REASONS),
+)
+
+
+def _series_name(metric: Counter | Histogram) -> str:
+    family = next(iter(metric.describe())).name  # a counter's family name drops "_total"
+    return f"{family}_total" if isinstance(metric, Counter) else family
+
+
+# Exported name (``_total`` included for counters) -> label -> allowed values.
+LABEL_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    _series_name(metric): {label: values} for metric, label, values in _VOCABULARY
+}
+for _metric, _label, _values in _VOCABULARY:
+    for _value in _values:
+        _metric.labels(**{_label: _value})
+
+
+def count_rejection(reason: str, close_code: int) -> None:
+    """A connection refused or closed by policy: counted by reason and by close code together."""
+    REJECTED_CONNECTIONS.labels(reason).inc()
+    REFUSED_CONNECTIONS.labels(str(close_code)).inc()
+
+
+# The OpenAI-compatible file endpoint (transport/openai_rest.py). Outcomes and formats are two
+# counters: a request refused before its body is read (auth, limits, load) has no format yet.
+FILE_OUTCOMES = (
+    "ok",
+    "invalid_request",
+    "unauthorized",
+    "too_large",
+    "rate_limited",
+    "overloaded",
+    "not_ready",
+    "failed",
+    "client_gone",
+)
+FILE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "sse")
+FILE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+FILE_REQUESTS = Counter(
+    "emostt_file_requests_total",
+    "File transcription requests (POST /v1/audio/transcriptions), by outcome.",
+    ["outcome"],
+)
+FILE_RESPONSES = Counter(
+    "emostt_file_responses_total",
+    "File transcriptions served, by response format (sse: stream=true).",
+    ["format"],
+)
+FILE_AUDIO_SECONDS = Counter(
+    "emostt_file_audio_seconds_total", "Seconds of audio in the files transcribed (served requests)."
+)
+FILE_REQUEST_SECONDS = Histogram(
+    "emostt_file_request_seconds",
+    "From a file request's arrival to its last response byte being handed to the server (served requests).",
+    buckets=FILE_BUCKETS,
+)
+for _metric, _label, _values in (
+    (FILE_REQUESTS, "outcome", FILE_OUTCOMES),
+    (FILE_RESPONSES, "format", FILE_FORMATS),
+):
+    LABEL_VALUES[_series_name(_metric)] = {_label: _values}
+    for _value in _values:
+        _metric.labels(**{_label: _value})

@@ -13,6 +13,15 @@ from emostt.inference.engine import TranscriptionResult
 NON_SPEECH_EVENTS = frozenset(
     {"applause", "laughter", "cry", "sneeze", "breath", "cough", "gbg", "event_unk"}
 )
+# Every reason ``gate_reasons`` can give (a metric label: the set must stay fixed and small).
+GATE_REASONS = (
+    "empty_text",
+    "low_confidence",
+    "low_emotion_score",
+    "low_language_score",
+    "nospeech",
+    *sorted(f"event_{event}" for event in NON_SPEECH_EVENTS),
+)
 
 
 class GatingConfig(BaseModel):

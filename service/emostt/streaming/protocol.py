@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 import orjson
@@ -71,6 +72,9 @@ class SessionConfig(BaseModel):
 @dataclass(frozen=True)
 class Audio:
     pcm: bytes
+    # When the message was received (perf_counter): what the speech-end -> final latency counts
+    # from, so time spent in the session's receive queue is part of it.
+    received_at: float = field(default_factory=time.perf_counter, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

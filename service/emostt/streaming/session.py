@@ -57,6 +57,8 @@ class _Utterance:
     partial_request: asyncio.Task[Outcome] | None = None
     ended: bool = False
     speculation: _Speculation | None = None
+    # When the audio holding the utterance's last speech frame so far was received (perf_counter).
+    speech_end_at: float = 0.0
 
     def audio(self, end_frame: int | None = None) -> npt.NDArray[np.float32]:
         frames = [f for i, f in self.frames if end_frame is None or i < end_frame]
@@ -99,7 +101,7 @@ class Session:
 
     async def handle(self, command: Command) -> None:
         if isinstance(command, Audio):
-            await self._on_audio(command.pcm)
+            await self._on_audio(command.pcm, command.received_at)
         elif isinstance(command, Configure):
             updated = self.config.updated(command.changes)
             if updated.sample_rate != self.config.sample_rate:
@@ -150,7 +152,7 @@ class Session:
 
     # -- audio -------------------------------------------------------------------------------
 
-    async def _on_audio(self, pcm: bytes) -> None:
+    async def _on_audio(self, pcm: bytes, received_at: float) -> None:
         self._audio_received = True
         frames = self._framer.push(pcm)
         if len(frames) == 0:
@@ -178,6 +180,8 @@ class Session:
                     await self._start_utterance(event)
                 else:
                     self._end_utterance(event)
+            if self._utterance is not None and self._segmenter.trailing_silence_frames == 0:
+                self._utterance.speech_end_at = received_at  # a speech frame, by the endpointer's rule
         if speech_frames:  # what this session asks of the model: admission control measures it
             self._batcher.record_speech(speech_frames * FRAME_MS / 1000)
         self._maybe_partial()
@@ -356,7 +360,8 @@ class Session:
         if reasons and gating.drop_gated:
             metrics.UTTERANCES.labels("dropped_gated").inc()
             return
-        latency_s = time.perf_counter() - endpoint_at
+        now = time.perf_counter()
+        latency_s = now - endpoint_at
         await self._emit(
             events.final(
                 utt.utterance_id,
@@ -370,6 +375,9 @@ class Session:
             )
         )
         metrics.ENDPOINT_TO_FINAL_SECONDS.observe(latency_s)
+        metrics.SPEECH_END_TO_FINAL_SECONDS.observe(now - (utt.speech_end_at or endpoint_at))
+        if served.degraded:
+            metrics.DEGRADED_FINALS.inc()
         metrics.UTTERANCES.labels("final").inc()
         self.stats.finals += 1
 

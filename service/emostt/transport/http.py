@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from emostt.observability import metrics
 from emostt.transport.state import AppState
 
 router = APIRouter()
@@ -32,23 +33,24 @@ async def readyz(request: Request) -> JSONResponse:
     for one more session. A load balancer then sends new sessions elsewhere; open WebSockets
     are not touched by readiness."""
     state = _state(request)
-    refusal = state.admission()
-    full = refusal is not None and refusal.error in ("overloaded", "too_many_connections")
-    ready = refusal is None or (full and not state.settings.readiness_reports_full)
+    readiness = state.readiness()
     capacity = state.batcher.capacity.capacity_sessions() if state.batcher else None
     body = {
-        "ready": ready,
-        "reason": refusal.error if refusal else None,
+        "ready": readiness.ready,
+        "reason": readiness.refusal.error if readiness.refusal else None,
         "draining": state.draining,
-        "full": full,
+        "full": readiness.full,
         "model": state.model.__dict__ if state.model else None,
         "sessions": len(state.connections),
         "capacity_sessions": round(capacity, 1) if capacity is not None else None,
         "queue_depth": state.batcher.depth if state.batcher else 0,
     }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return JSONResponse(body, status_code=200 if readiness.ready else 503)
 
 
 @router.get("/metrics")
-async def metrics_endpoint() -> Response:
+async def metrics_endpoint(request: Request) -> Response:
+    # Readiness is decided when asked, not tracked: set the gauge from the same decision /readyz
+    # makes, so a scrape and a probe at the same moment agree.
+    metrics.READY.set(1 if _state(request).readiness().ready else 0)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

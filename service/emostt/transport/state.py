@@ -31,6 +31,13 @@ class Refusal:
     message: str
 
 
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    refusal: Refusal | None  # why a new session would be refused now, if it would
+    full: bool  # refused for capacity (connection limit or measured overload)
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -57,6 +64,14 @@ class AppState:
         if self.batcher.admission(len(self.connections)) is not None:
             return Refusal(1013, "overloaded", "the server is at capacity; retry later or elsewhere")
         return None
+
+    def readiness(self) -> Readiness:
+        """What /readyz answers and emostt_ready reports: loaded and warmed, not draining, and
+        (with ``readiness_reports_full``) room for one more session."""
+        refusal = self.admission()
+        full = refusal is not None and refusal.error in ("overloaded", "too_many_connections")
+        ready = refusal is None or (full and not self.settings.readiness_reports_full)
+        return Readiness(ready, refusal, full)
 
     def failure(self) -> str | None:
         """Why the process cannot recover by itself (liveness fails), or None."""

@@ -109,7 +109,7 @@ class Connection:
             except asyncio.TimeoutError:
                 # The client stopped reading: nothing more can reach it.
                 self._open = False
-                metrics.REJECTED_CONNECTIONS.labels("stalled_reader").inc()
+                metrics.count_rejection("stalled_reader", CLOSE_POLICY)
                 if not self.interrupted.done():
                     self.interrupted.set_result(
                         _Ending(CLOSE_POLICY, "stalled_reader", flush=False, client_gone=True)
@@ -130,7 +130,7 @@ class Connection:
                     await asyncio.wait_for(self.ws.close(code, reason[:120]), timeout)
 
     async def reject(self, code: int, reason: str, message: str) -> None:
-        metrics.REJECTED_CONNECTIONS.labels(reason).inc()
+        metrics.count_rejection(reason, code)
         log.info(
             "connection refused",
             extra={"session_id": self.session_id, "device_id": self.device_id, "reason": reason},
@@ -231,7 +231,7 @@ async def _serve(conn: Connection, session: Session) -> _Ending:
         ending = closing.ending
     except WebSocketDisconnect as exc:
         if exc.code == CLOSE_TOO_BIG:
-            metrics.REJECTED_CONNECTIONS.labels("message_too_big").inc()
+            metrics.count_rejection("message_too_big", CLOSE_TOO_BIG)
         ending = _Ending(exc.code, "message_too_big" if exc.code == CLOSE_TOO_BIG else "client_gone")
         ending.client_gone = True
     except Exception:
@@ -306,7 +306,9 @@ async def _receive(
             consumer.result()  # re-raise the consumer's failure, or finish on close
             return
         if not done:
-            if time.monotonic() - opened >= settings.max_session_s:
+            # Which deadline ran out is decided by which one the wait was for, not by re-reading
+            # the clock: the event loop may wake a timer slightly early.
+            if remaining <= settings.idle_timeout_s:
                 continue
             raise _CloseSession(
                 _Ending(
@@ -330,7 +332,7 @@ async def _receive(
             audio_s += len(command.pcm) / (2 * session.config.sample_rate)
             allowed = settings.burst_audio_s + (time.monotonic() - opened) * settings.max_realtime_factor
             if audio_s > allowed:
-                metrics.REJECTED_CONNECTIONS.labels("rate_limited").inc()
+                metrics.count_rejection("rate_limited", CLOSE_POLICY)
                 raise _CloseSession(
                     _Ending(
                         CLOSE_POLICY,
@@ -343,7 +345,7 @@ async def _receive(
         try:
             queue.put_nowait(command)
         except asyncio.QueueFull:
-            metrics.REJECTED_CONNECTIONS.labels("too_fast").inc()
+            metrics.count_rejection("too_fast", CLOSE_POLICY)
             raise _CloseSession(
                 _Ending(CLOSE_POLICY, "too_fast", "too_fast", "the server cannot keep up with this stream")
             ) from None
