@@ -3,13 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 \
-  || ! command -v prometheus >/dev/null 2>&1; then
+# Real components the tests run: speech (espeak-ng, sox), Prometheus and promtool, redis-server.
+# command:package pairs; only what is missing is installed.
+apt_packages=()
+for pair in espeak-ng:espeak-ng sox:sox promtool:prometheus prometheus:prometheus redis-server:redis-server; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || apt_packages+=("${pair##*:}")
+done
+if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng sox prometheus >/dev/null
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
   else
-    echo "setup: espeak-ng, sox (speech tests) and promtool (metrics check) come from apt: apt-get install espeak-ng sox prometheus" >&2
+    echo "setup: the tests need these Debian packages: apt-get install ${apt_packages[*]}" >&2
   fi
 fi
 
@@ -21,3 +26,4 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e "clients/python[files,redis]"  # the SDK (tests/sdk)

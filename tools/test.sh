@@ -6,4 +6,5 @@ bash tools/setup.sh
 .venv/bin/ruff check service tests tools clients
 .venv/bin/ruff format --check service tests tools clients
 .venv/bin/mypy
+.venv/bin/mypy --strict clients/python/src/emostt_client
 .venv/bin/python -m pytest -q "$@"
