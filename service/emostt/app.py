@@ -30,8 +30,10 @@ from emostt.inference.threads import (
     worker_plan,
 )
 from emostt.policy.retry import ResilientRunner, RetryConfig
+from emostt.results.redis_streams import PublisherConfig, ResultsPublisher
 from emostt.streaming.vad import VadBatcher
-from emostt.transport import http
+from emostt.transport import http, openai_rest
+from emostt.transport.openai_realtime import realtime_endpoint
 from emostt.transport.state import AppState
 from emostt.transport.ws import stt_endpoint
 
@@ -95,6 +97,7 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
         state.vad = VadBatcher()
         state.batcher.start()
         state.vad.start()
+        state.results = _make_results_publisher(settings)
         if settings.warmup:
             await _warm_up(state.batcher)
         state.ready = True
@@ -103,14 +106,40 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
             yield
         finally:
             await state.drain(settings.drain_timeout_s)
+            if state.results is not None:
+                await state.results.close()  # after the drain: the last finals go out too
             state.vad.stop()
             await asyncio.to_thread(state.batcher.stop)
 
     app = FastAPI(title="emostt", lifespan=lifespan)
     app.state.emostt = state
     app.include_router(http.router)
+    openai_rest.install(app, settings)  # /v1/models, /v1/audio/transcriptions
     app.add_api_websocket_route("/ws/stt/{device_id}", stt_endpoint)
+    app.add_api_websocket_route("/v1/realtime", realtime_endpoint)  # OpenAI Realtime transcription
     return app
+
+
+def _make_results_publisher(settings: Settings) -> ResultsPublisher | None:
+    if settings.results_redis_url is None:
+        return None
+    publisher = ResultsPublisher(
+        PublisherConfig(
+            url=settings.results_redis_url.get_secret_value(),
+            stream_prefix=settings.results_stream_prefix,
+            maxlen=settings.results_stream_maxlen,
+            buffer_size=settings.results_buffer_size,
+        )
+    )
+    publisher.start()
+    log.info(
+        "publishing results to Redis Streams",
+        extra={
+            "stream": settings.results_stream_prefix + "<device_id>",
+            "maxlen": settings.results_stream_maxlen,
+        },
+    )
+    return publisher
 
 
 def app_from_env() -> FastAPI:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -240,6 +240,33 @@ class Settings(EngineSettings):
         30.0, gt=0, description="How long the breaker routes to the fallback before retrying."
     )
 
+    # The OpenAI-compatible file endpoint (POST /v1/audio/transcriptions, docs/openai.md).
+    max_file_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        le=4 * 1024**3,
+        description="Largest uploaded audio file; larger uploads are refused with 413 while they are read.",
+    )
+    max_file_s: float = Field(
+        3600.0,
+        gt=0,
+        le=86_400,
+        description="Longest audio file, in seconds of audio; longer files are refused with 400.",
+    )
+    max_file_requests: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="File transcriptions running at once; more are refused with 429 (Retry-After).",
+    )
+    file_segment_window: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Segments of one file in the batcher at once: enough to keep a worker busy (and fill "
+        "a GPU batch), few enough that files never crowd the live sessions' waiting list.",
+    )
+
     session_defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="Defaults for every session's config (same shape as the config message); "
@@ -249,6 +276,47 @@ class Settings(EngineSettings):
         20.0, gt=0, description="On shutdown, time given to open sessions to get their finals."
     )
     log_json: bool = Field(True, description="Structured JSON logs on stderr.")
+    results_redis_url: SecretStr | None = Field(
+        None,
+        description="Also append every final and emotion_changed event to the Redis Stream "
+        "<results_stream_prefix><device_id> (redis://, rediss:// or unix:// URL; may hold a "
+        "password, so it is never logged). Off when unset.",
+    )
+    results_stream_prefix: NonEmpty = Field("emostt:results:", description="Redis Stream key prefix.")
+    results_stream_maxlen: int = Field(
+        10_000, ge=1, le=10_000_000, description="Each stream is trimmed to about this many events."
+    )
+    results_buffer_size: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Events held in memory while Redis is slow or down; beyond it the oldest "
+        "are dropped (and counted).",
+    )
+
+    @field_validator("results_redis_url")
+    @classmethod
+    def _check_results_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("file_segment_window")
+    @classmethod
+    def _check_file_window(cls, value: int, info: ValidationInfo) -> int:
+        # File segments share the batcher's waiting list with live sessions, and admission refuses
+        # sessions once it is 80 % full: files alone must never get near that. (Fields validate in
+        # order: max_waiting and max_file_requests are already checked, or missing if invalid.)
+        requests, waiting = info.data.get("max_file_requests"), info.data.get("max_waiting")
+        if requests is not None and waiting is not None and requests * value > waiting // 2:
+            raise _invalid(
+                "invalid_file_window",
+                f"max_file_requests x file_segment_window ({requests * value}) must be at most half "
+                f"of max_waiting ({waiting})",
+            )
+        return value
 
     @field_validator("fallback_device")
     @classmethod

@@ -5,7 +5,8 @@ Every value set in helm/emostt/ci/ is linted strictly, rendered with the real He
 for the newest Kubernetes it ships, custom resources (ServiceMonitor, PrometheusRule,
 ScaledObject) with their CRD models, unknown fields rejected. The remaining tests pin the
 behaviour the chart exists for: probes sized for a model download, a grace period that lets a
-drain finish, GPU settings only in GPU mode, tokens never inlined, slow one-pod scale-down.
+drain finish, GPU settings only in GPU mode, tokens and the Redis URL never inlined, slow
+one-pod scale-down.
 """
 
 from __future__ import annotations
@@ -127,7 +128,15 @@ ALL_OPTIONS: dict[str, Any] = {
     "priorityClassName": "high",
     "podAnnotations": {"team": "speech"},
     "podLabels": {"tier": "asr"},
-    "config": {"fallback_device": "cpu", "log_json": False, "warmup": True, "target_utilization": 0.5},
+    "config": {
+        "fallback_device": "cpu",
+        "log_json": False,
+        "warmup": True,
+        "target_utilization": 0.5,
+        "max_file_s": 600,
+        "results_stream_maxlen": 1000,
+    },
+    "results": {"redis": {"existingSecret": "redis-auth", "existingSecretKey": "uri"}},
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
     "extraEnvFrom": [{"secretRef": {"name": "more-settings"}}],
     "service": {"type": "LoadBalancer", "port": 80, "annotations": {"a": "b"}},
@@ -212,6 +221,15 @@ def test_optional_objects_are_off_by_default() -> None:
         ({"config": {"hub": "github"}}, "/config/hub"),
         ({"service": {"type": "ExternalName"}}, "/service/type"),
         ({"keda": {"prometheus": {"threshold": 0.7}}}, "/keda/prometheus/threshold"),
+        ({"config": {"max_file_bytes": 1023}}, "/config/max_file_bytes"),
+        ({"config": {"file_segment_window": 65}}, "/config/file_segment_window"),
+        # The Redis URL is chart-owned: never a ConfigMap setting.
+        (
+            {"config": {"results_redis_url": "redis://r"}},
+            "additional properties 'results_redis_url' not allowed",
+        ),
+        ({"results": {"redis": {"existingSecretKey": ""}}}, "/results/redis/existingSecretKey"),
+        ({"results": {"redis": {"password": "x"}}}, "additional properties 'password' not allowed"),
     ],
 )
 def test_schema_rejects_unknown_and_mistyped_values(values: dict[str, Any], expected: str) -> None:
@@ -246,7 +264,7 @@ def test_schema_covers_every_value_and_closes_every_level() -> None:
 def test_config_schema_mirrors_server_settings() -> None:
     # config.* become EMOSTT_* settings: a setting the server lacks would stop it at start-up, one
     # the chart lacks cannot be set. Types and bounds follow the server's own schema.
-    chart_owned = {"host", "port", "device", "auth_tokens"}
+    chart_owned = {"host", "port", "device", "auth_tokens", "results_redis_url"}
     server = Settings.model_json_schema()["properties"]
     config = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
     assert set(config["properties"]) == set(server) - chart_owned
@@ -262,21 +280,31 @@ def test_config_schema_mirrors_server_settings() -> None:
 
 @pytest.mark.parametrize("name", CI_SETS)
 def test_rendered_settings_are_accepted_by_the_server(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The ConfigMap (plus the token Secret) is exactly what the server reads at start-up.
-    objects = render(ci_values(name))
+    # The ConfigMap plus the chart-created Secret's keys, each set as the variable whose
+    # secretKeyRef names it, is exactly what the server reads at start-up.
+    values = ci_values(name)
+    objects = render(values)
     for key in list(os.environ):
         if key.startswith("EMOSTT_"):
             monkeypatch.delenv(key)
     for key, value in settings_configmap(objects)["data"].items():
         monkeypatch.setenv(key, value)
-    secrets = [obj for obj in objects if obj["kind"] == "Secret"]
-    for secret in secrets:
-        for value in secret["data"].values():
-            monkeypatch.setenv("EMOSTT_AUTH_TOKENS", base64.b64decode(value).decode())
+    secrets = {obj["metadata"]["name"]: obj["data"] for obj in objects if obj["kind"] == "Secret"}
+    used: set[tuple[str, str]] = set()
+    for var in container(objects).get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] in secrets:  # an existing Secret is not rendered
+            monkeypatch.setenv(var["name"], base64.b64decode(secrets[ref["name"]][ref["key"]]).decode())
+            used.add((ref["name"], ref["key"]))
+    # Every key of a chart-created Secret reaches the container.
+    assert used == {(secret, key) for secret, data in secrets.items() for key in data}
     settings = Settings()
     assert settings.port == 8000 and settings.host == "0.0.0.0"
-    assert settings.device == ("cuda" if ci_values(name).get("gpu", {}).get("enabled") else "cpu")
-    assert len(settings.auth_tokens) == len(ci_values(name).get("auth", {}).get("tokens", {}))
+    assert settings.device == ("cuda" if values.get("gpu", {}).get("enabled") else "cpu")
+    assert len(settings.auth_tokens) == len(values.get("auth", {}).get("tokens", {}))
+    url = values.get("results", {}).get("redis", {}).get("url")
+    redis_url = settings.results_redis_url
+    assert (redis_url.get_secret_value() if redis_url else None) == url
 
 
 def test_model_workers_follow_the_container_cpu_limit() -> None:
@@ -426,6 +454,115 @@ def test_chart_creates_secret_from_tokens_and_keeps_them_out_of_everything_else(
 def test_no_auth_renders_no_secret_and_warns() -> None:
     assert "EMOSTT_AUTH_TOKENS" not in env(render())
     assert "no auth tokens are configured" in notes()
+
+
+# --- results on Redis Streams ----------------------------------------------------------------
+
+REDIS_URL = "redis://:leaky-redis-password-7@redis.speech.svc:6379/0"
+
+
+def _secret_checksum(values: dict[str, Any]) -> str | None:
+    annotations = one(render(values), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    return annotations.get("checksum/secret")
+
+
+def test_redis_url_goes_to_the_chart_secret_and_nowhere_else() -> None:
+    values = ci_values("gpu")
+    url = values["results"]["redis"]["url"]
+    objects = render(values)
+    secret = one(objects, "Secret")
+    # One Secret holds both: the tokens and the URL, each under its own key.
+    assert set(secret["data"]) == {"auth-tokens", "redis-url"}
+    assert base64.b64decode(secret["data"]["redis-url"]).decode() == url
+    assert env(objects)["EMOSTT_RESULTS_REDIS_URL"] == {
+        "secretKeyRef": {"name": FULLNAME, "key": "redis-url"}
+    }
+    assert "EMOSTT_RESULTS_REDIS_URL" not in settings_configmap(objects)["data"]
+    for path, text in render_files(values).items():
+        # Not in the ConfigMap, Deployment or NOTES, and not in plain text even in the Secret.
+        assert url not in text and "ci-redis-password-42" not in text, path
+    assert "Redis Stream" in notes(values) and '"stt:results:<device_id>"' in notes(values)
+
+
+def test_redis_url_alone_creates_a_secret_without_tokens() -> None:
+    objects = render({"results": {"redis": {"url": REDIS_URL}}})
+    secret = one(objects, "Secret")
+    assert secret["metadata"]["name"] == FULLNAME
+    assert set(secret["data"]) == {"redis-url"}
+    assert "EMOSTT_AUTH_TOKENS" not in env(objects)
+    assert env(objects)["EMOSTT_RESULTS_REDIS_URL"] == {
+        "secretKeyRef": {"name": FULLNAME, "key": "redis-url"}
+    }
+    # The service still runs open: NOTES keep warning about that.
+    assert "no auth tokens are configured" in notes({"results": {"redis": {"url": REDIS_URL}}})
+
+
+def test_redis_url_next_to_an_existing_token_secret() -> None:
+    values = {"auth": {"existingSecret": "stt-tokens"}, "results": {"redis": {"url": REDIS_URL}}}
+    objects = render(values)
+    assert set(one(objects, "Secret")["data"]) == {"redis-url"}
+    assert env(objects)["EMOSTT_AUTH_TOKENS"] == {
+        "secretKeyRef": {"name": "stt-tokens", "key": "auth-tokens"}
+    }
+    assert env(objects)["EMOSTT_RESULTS_REDIS_URL"] == {
+        "secretKeyRef": {"name": FULLNAME, "key": "redis-url"}
+    }
+
+
+def test_redis_url_changes_roll_the_pods() -> None:
+    assert _secret_checksum({}) is None
+    first = _secret_checksum({"results": {"redis": {"url": REDIS_URL}}})
+    second = _secret_checksum({"results": {"redis": {"url": REDIS_URL.replace("/0", "/1")}}})
+    assert first and second and first != second
+
+
+def test_redis_existing_secret_is_referenced_never_created_or_inlined() -> None:
+    values = ci_values("existing-secret")
+    objects = render(values)
+    assert "Secret" not in kinds(objects)
+    assert env(objects)["EMOSTT_RESULTS_REDIS_URL"] == {"secretKeyRef": {"name": "stt-redis", "key": "url"}}
+    assert "checksum/secret" not in one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert 'Secret "stt-redis", key "url"' in notes(values)
+    # The key defaults to "redis-url".
+    default_key = env(render({"results": {"redis": {"existingSecret": "stt-redis"}}}))
+    assert default_key["EMOSTT_RESULTS_REDIS_URL"] == {
+        "secretKeyRef": {"name": "stt-redis", "key": "redis-url"}
+    }
+    # A URL given next to an existing Secret is refused rather than silently rendered.
+    message = expect_failure(
+        {**values, "results": {"redis": {**values["results"]["redis"], "url": REDIS_URL}}}
+    )
+    assert "results.redis.url and results.redis.existingSecret are both set" in message
+    assert "leaky-redis-password-7" not in message
+
+
+def test_redis_url_scheme_is_checked_without_printing_the_url() -> None:
+    message = expect_failure({"results": {"redis": {"url": "http://:leaky-redis-password-7@redis:6379"}}})
+    assert "must be a redis://, rediss:// or unix:// URL" in message
+    assert "leaky-redis-password-7" not in message
+    for url in ("rediss://:pw@redis:6380/0", "unix:///run/redis/redis.sock"):
+        assert (
+            base64.b64decode(
+                one(render({"results": {"redis": {"url": url}}}), "Secret")["data"]["redis-url"]
+            ).decode()
+            == url
+        )
+
+
+def test_auth_key_clashing_with_the_redis_key_fails() -> None:
+    message = expect_failure(
+        {
+            "auth": {"tokens": {"tok-1": "*"}, "secretKey": "redis-url"},
+            "results": {"redis": {"url": REDIS_URL}},
+        }
+    )
+    assert "auth.secretKey" in message and "leaky-redis-password-7" not in message
+
+
+def test_no_redis_by_default() -> None:
+    objects = render()
+    assert "EMOSTT_RESULTS_REDIS_URL" not in env(objects)
+    assert "Redis" not in notes()
 
 
 # --- autoscaling -----------------------------------------------------------------------------

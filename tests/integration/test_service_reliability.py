@@ -7,6 +7,7 @@ injected only where a fault is the point (a gated or failing engine, a failing V
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import threading
 from collections.abc import Sequence
@@ -153,7 +154,8 @@ def test_second_signal_ends_the_drain_with_an_error_for_each_unfinished_utteranc
 def test_admission_follows_measured_capacity_and_recovers_when_load_ends(
     engine: SenseVoiceEngine, speech_16k: np.ndarray
 ) -> None:
-    # Warm-up measures ~0.5 s for 2 s of audio on one worker: capacity = 1 x 0.5 / (0.25 x 1.0) = 2.
+    # Warm-up measures at least the injected 0.5 s for 2 s of audio on one worker, so capacity is
+    # at most 1 x 0.5 / (0.25 x 1.0) = 2; the model's own time (more on a busy machine) lowers it.
     slow = FaultyEngine(engine, delay_s=0.5)  # a known cost, so the learned capacity is predictable
     settings = service_settings(
         warmup=True, model_workers=1, target_utilization=0.5, session_demand_prior=1.0
@@ -165,10 +167,12 @@ def test_admission_follows_measured_capacity_and_recovers_when_load_ends(
             opened.set()
             await done.wait()
 
-    async def scenario(server: Server) -> dict[str, Any]:
+    async def scenario(server: Server, admissible: int) -> dict[str, Any]:
         done = asyncio.Event()
-        opened = [asyncio.Event(), asyncio.Event()]
-        holders = [asyncio.create_task(hold_open(server, f"dev-{i}", opened[i], done)) for i in range(2)]
+        opened = [asyncio.Event() for _ in range(admissible)]
+        holders = [
+            asyncio.create_task(hold_open(server, f"dev-{i}", opened[i], done)) for i in range(admissible)
+        ]
         for event in opened:
             await asyncio.wait_for(event.wait(), WAIT_S)
         full = await asyncio.to_thread(server.get, "/readyz")
@@ -183,8 +187,9 @@ def test_admission_follows_measured_capacity_and_recovers_when_load_ends(
 
     with running_server(settings, slow) as server:
         capacity = app_state(server).batcher.capacity.capacity_sessions()  # type: ignore[union-attr]
-        result = asyncio.run(scenario(server))
-    assert capacity is not None and 1.5 < capacity < 3.0, capacity
+        assert capacity is not None and 1.0 <= capacity <= 2.05, capacity
+        # Sessions are admitted while one more still fits: floor(capacity) of them.
+        result = asyncio.run(scenario(server, math.floor(capacity)))
     assert result["full"].status_code == 503 and result["full"].json()["full"] is True
     assert result["full"].json()["capacity_sessions"] == pytest.approx(capacity, abs=0.1)
     refused = result["refused"]

@@ -265,3 +265,90 @@ def test_results_for_a_closed_loop_are_dropped_quietly() -> None:
     assert isinstance(asyncio.run(next_one()), Served), "the worker survived the closed loop"
     batcher.stop()
     assert batcher.failed is None
+
+
+FILE = 4800  # a file segment's length (the kinds stay apart in the engine's records)
+
+
+def submit_file(batcher: Batcher, samples: int = FILE) -> asyncio.Task[Outcome]:
+    return asyncio.ensure_future(batcher.submit_file_segment(request(samples), request_id="file-1"))
+
+
+def test_live_finals_and_partials_are_taken_before_waiting_file_segments() -> None:
+    engine = GatedEngine()
+    batcher = make(engine, max_batch_size=1, partial_deadline_s=10.0)  # one shared worker
+
+    async def scenario() -> None:
+        running = submit_file(batcher)
+        call = await engine.next_call()
+        files = [submit_file(batcher) for _ in range(3)]
+        partial = submit(batcher, PARTIAL, final=False)
+        final = submit(batcher, FINAL, final=True)  # arrives last, runs first
+        await queued()
+        order = []
+        for _ in range(5):
+            call.release.set()
+            call = await engine.next_call()
+            order.append(call.lengths)
+        call.release.set()
+        assert order == [[FINAL], [PARTIAL], [FILE], [FILE], [FILE]]
+        assert all(isinstance(o, Served) for o in await asyncio.gather(running, *files, partial, final))
+
+    asyncio.run(scenario())
+    batcher.stop()
+
+
+def test_file_segments_run_on_partial_workers_never_on_final_workers() -> None:
+    engine = GatedEngine(auto_release=True)
+    batcher = make(engine, workers=2, partial_workers=1, max_batch_size=2, partial_deadline_s=10.0)
+
+    async def scenario() -> None:
+        jobs = [submit_file(batcher) if i % 2 else submit(batcher, FINAL, final=True) for i in range(24)]
+        assert all(isinstance(o, Served) for o in await asyncio.gather(*jobs))
+
+    asyncio.run(scenario())
+    batcher.stop()
+    for call in engine.history:
+        assert len(set(call.lengths)) == 1, "a batch holds one kind"
+        expected = "-partial" if call.lengths[0] == FILE else "-final"
+        assert call.thread.endswith(expected), (call.lengths, call.thread)
+
+
+def test_one_of_several_shared_workers_stays_free_of_file_segments() -> None:
+    engine = GatedEngine()
+    batcher = make(engine, workers=2, max_batch_size=1)
+
+    async def scenario() -> None:
+        files = [submit_file(batcher) for _ in range(4)]
+        held = await engine.next_call()
+        final = submit(batcher, FINAL, final=True)
+        second = await engine.next_call()
+        assert second.lengths == [FINAL], "the second worker took the final, not a file segment"
+        engine.auto_release = True
+        second.release.set()
+        held.release.set()
+        assert all(isinstance(o, Served) for o in await asyncio.gather(final, *files))
+
+    asyncio.run(scenario())
+    batcher.stop()
+
+
+def test_waiting_file_segments_are_never_shed_and_do_not_signal_overload() -> None:
+    engine = GatedEngine()
+    clock = ManualClock()
+    batcher = make(engine, clock, max_batch_size=1, partial_deadline_s=0.2, overload_wait_s=0.3)
+
+    async def scenario() -> None:
+        running = submit_file(batcher)
+        call = await engine.next_call()
+        files = [submit_file(batcher) for _ in range(3)]
+        await queued()
+        clock.now += 60.0  # far past the partial deadline and the overload wait
+        assert not batcher.overloaded(), "files waiting are background work, not live overload"
+        assert batcher.admission(0) is None
+        engine.auto_release = True
+        call.release.set()
+        assert all(isinstance(o, Served) for o in await asyncio.gather(running, *files))
+
+    asyncio.run(scenario())
+    batcher.stop()

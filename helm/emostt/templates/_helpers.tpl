@@ -61,15 +61,45 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Auth: the chart creates a Secret only from auth.tokens; with auth.existingSecret it references that
-Secret and never renders a token.
+Secrets. The chart creates one Secret (named like the release) holding the auth tokens from
+auth.tokens and/or the Redis URL from results.redis.url. With auth.existingSecret or
+results.redis.existingSecret it references that Secret instead and never renders the value.
 */}}
-{{- define "emostt.createSecret" -}}
+{{- define "emostt.createAuthSecret" -}}
 {{- if and .Values.auth.tokens (not .Values.auth.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "emostt.createRedisSecret" -}}
+{{- if and .Values.results.redis.url (not .Values.results.redis.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "emostt.createSecret" -}}
+{{- if or (include "emostt.createAuthSecret" .) (include "emostt.createRedisSecret" .) }}true{{ end }}
+{{- end }}
+
+{{/* Key of the Redis URL in the chart-created Secret. */}}
+{{- define "emostt.redisSecretKey" -}}
+redis-url
 {{- end }}
 
 {{- define "emostt.secretName" -}}
 {{- default (include "emostt.fullname" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "emostt.hasRedis" -}}
+{{- if or .Values.results.redis.url .Values.results.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{- define "emostt.redisSecretName" -}}
+{{- default (include "emostt.fullname" .) .Values.results.redis.existingSecret }}
+{{- end }}
+
+{{- define "emostt.redisSecretKeyRef" -}}
+{{- if .Values.results.redis.existingSecret }}
+{{- .Values.results.redis.existingSecretKey }}
+{{- else }}
+{{- include "emostt.redisSecretKey" . }}
+{{- end }}
 {{- end }}
 
 {{- define "emostt.hasAuth" -}}
@@ -185,6 +215,16 @@ render runs them; each message says what to change.
 {{- end }}
 {{- if and .Values.auth.existingSecret .Values.auth.tokens }}
 {{- fail "emostt: auth.tokens and auth.existingSecret are both set: with an existing Secret the chart never renders tokens. Put the tokens in that Secret and leave auth.tokens empty." }}
+{{- end }}
+{{- /* The Redis URL may hold a password: these messages never print it. */}}
+{{- if and .Values.results.redis.existingSecret .Values.results.redis.url }}
+{{- fail "emostt: results.redis.url and results.redis.existingSecret are both set: with an existing Secret the chart never renders the URL. Put the URL in that Secret and leave results.redis.url empty." }}
+{{- end }}
+{{- if and .Values.results.redis.url (not (regexMatch "^(redis|rediss|unix)://" .Values.results.redis.url)) }}
+{{- fail "emostt: results.redis.url must be a redis://, rediss:// or unix:// URL (the value is not shown: it may hold a password)." }}
+{{- end }}
+{{- if and (include "emostt.createAuthSecret" .) (include "emostt.createRedisSecret" .) (eq .Values.auth.secretKey (include "emostt.redisSecretKey" .)) }}
+{{- fail (printf "emostt: auth.secretKey %q is the key the chart-created Secret uses for results.redis.url; choose another auth.secretKey." .Values.auth.secretKey) }}
 {{- end }}
 {{- $minGrace := include "emostt.minGraceSeconds" . | int }}
 {{- if lt (include "emostt.graceSeconds" . | int) $minGrace }}

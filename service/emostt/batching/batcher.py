@@ -11,6 +11,16 @@ Workers are supervised: an exception escaping a batch fails that batch's utteran
 Load: ``capacity`` learns what serving costs (see capacity.py) and decides admission;
 ``final_wait_s`` is the age of the oldest waiting final or a recent final's wait, decaying
 once finals stop waiting, so a past burst never keeps the server refusing.
+
+Priorities: live finals, then partials, then file segments (the REST file endpoint). A batch
+holds one kind only. Live work comes first because a person is waiting on each piece of it
+(a final now, a partial within ``partial_deadline_s``); a file segment has no deadline of its
+own. Where there are partial workers (CPU: at a lower OS priority), file segments run there,
+after partials, so files use the cores live finals leave idle; shared ("any") workers take
+them after finals and partials, one of several shared workers staying free of partials and
+file segments. Final-only workers never take file segments: a long file cannot occupy the
+workers live finals need. File batches are not measured for capacity (they yield to live
+work, so they do not reduce the sessions the server can admit).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ log = logging.getLogger(__name__)
 
 
 WorkerRole = Literal["any", "final", "partial"]
+JobKind = Literal["final", "partial", "file"]
 
 
 class BatcherFullError(EmosttError):
@@ -79,11 +90,16 @@ class BatcherConfig:
 @dataclass
 class _Job:
     request: TranscriptionRequest
-    is_final: bool
+    kind: JobKind
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Outcome]
-    session_id: str = ""
+    session_id: str = ""  # or the file request's id
     enqueued: float = 0.0
+
+    @property
+    def is_final(self) -> bool:
+        """A live final: what the overload signal and the capacity model measure."""
+        return self.kind == "final"
 
 
 class Batcher:
@@ -102,7 +118,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._running: dict[WorkerRole, int] = {"any": 0, "final": 0, "partial": 0}
-        self._running_partials = 0  # batches of partials running, on any worker
+        self._running_background = 0  # batches of partials or file segments running, on any worker
         self._last_batch_end = 0.0
         self._recent_wait = (0.0, 0.0)  # (a final's wait in seconds, when its batch started)
         main_role: WorkerRole = "final" if self.config.partial_workers > 0 else "any"
@@ -166,11 +182,14 @@ class Batcher:
         capacity = self.capacity.capacity_sessions()
         if capacity is not None and open_sessions + 1 > max(capacity, 1.0):
             return "overloaded"
-        if self.final_wait_s() > self.config.overload_wait_s:
-            return "overloaded"
-        if len(self._waiting) >= 0.8 * self.config.max_waiting:
-            return "overloaded"
-        return None
+        return "overloaded" if self.overloaded() else None
+
+    def overloaded(self) -> bool:
+        """Live finals already wait too long, or the waiting list is nearly full: new work
+        (a session, a file) would make them later."""
+        return self.final_wait_s() > self.config.overload_wait_s or (
+            len(self._waiting) >= 0.8 * self.config.max_waiting
+        )
 
     @property
     def partial_interval_scale(self) -> float:
@@ -185,8 +204,17 @@ class Batcher:
         self.capacity.record_demand(audio_s)
 
     async def submit(self, request: TranscriptionRequest, *, is_final: bool, session_id: str = "") -> Outcome:
+        """A live session's final or partial."""
+        return await self._submit(request, "final" if is_final else "partial", session_id)
+
+    async def submit_file_segment(self, request: TranscriptionRequest, *, request_id: str) -> Outcome:
+        """A segment of an uploaded file: served after live finals and partials (see the module doc).
+        Callers keep only a few in flight, so files never crowd the bounded waiting list."""
+        return await self._submit(request, "file", request_id)
+
+    async def _submit(self, request: TranscriptionRequest, kind: JobKind, session_id: str) -> Outcome:
         loop = asyncio.get_running_loop()
-        job = _Job(request, is_final, loop, loop.create_future(), session_id, self._clock())
+        job = _Job(request, kind, loop, loop.create_future(), session_id, self._clock())
         with self._cond:
             if self._stopping:
                 raise BatcherStoppedError("the server is shutting down")
@@ -197,17 +225,19 @@ class Batcher:
             self._cond.notify_all()  # workers differ in what they take: let each look
         return await job.future
 
-    def _takes(self, role: WorkerRole) -> tuple[bool, bool]:
-        """(finals, partials) a worker of this role may take now."""
+    def _takes(self, role: WorkerRole) -> tuple[JobKind, ...]:
+        """The kinds a worker of this role may take now, most urgent first."""
         if role == "any":
-            # One shared worker is always kept off partials, so a final never waits behind
-            # partial batches on every worker.
-            return True, self._running_partials < max(self._roles.count("any") - 1, 1)
-        return role == "final", role == "partial"
+            # One shared worker is always kept off partials and file segments, so a final never
+            # waits behind such batches on every worker.
+            if self._running_background < max(self._roles.count("any") - 1, 1):
+                return ("final", "partial", "file")
+            return ("final",)
+        return ("final",) if role == "final" else ("partial", "file")
 
     def _has_runnable(self, role: WorkerRole) -> bool:
-        finals, partials = self._takes(role)
-        return any(finals if j.is_final else partials for j in self._waiting)
+        kinds = self._takes(role)
+        return any(j.kind in kinds for j in self._waiting)
 
     def _fair_share(self, role: WorkerRole, runnable: int, max_batch: int) -> int:
         """Batch size cap that leaves work for idle workers of the same role: on CPU, two half
@@ -233,10 +263,12 @@ class Batcher:
             self._shed_stale_partials()
             # Cancelled jobs (their session went away) are dropped before they cost compute.
             self._waiting = [j for j in self._waiting if not j.future.cancelled()]
-            finals, partials = self._takes(role)
-            eligible = [j for j in self._waiting if (finals if j.is_final else partials)]
-            waiting = [Waiting(j, j.is_final, len(j.request.audio)) for j in eligible]
-            runnable = sum(w.is_final for w in waiting) or len(waiting)
+            # The most urgent kind this worker may take; pick_batch then sees one kind only
+            # (file segments as finals: no partial padding cap, a segment is up to a final's length).
+            kind = next((k for k in self._takes(role) if any(j.kind == k for j in self._waiting)), None)
+            eligible = [j for j in self._waiting if j.kind == kind]
+            waiting = [Waiting(j, j.kind != "partial", len(j.request.audio)) for j in eligible]
+            runnable = len(waiting)
             chosen = pick_batch(
                 waiting,
                 self._fair_share(role, runnable, max_batch),
@@ -249,14 +281,14 @@ class Batcher:
             metrics.QUEUE_DEPTH.set(len(self._waiting))
             if batch:
                 self._running[role] += 1
-                self._running_partials += not batch[0].is_final
+                self._running_background += not batch[0].is_final
             return batch
 
     def _shed_stale_partials(self) -> None:
         now = self._clock()
         keep = []
         for job in self._waiting:
-            if not job.is_final and now - job.enqueued > self.config.partial_deadline_s:
+            if job.kind == "partial" and now - job.enqueued > self.config.partial_deadline_s:
                 resolve_threadsafe(job.loop, job.future, Failed("partial_shed", "partial dropped", True))
             else:
                 keep.append(job)
@@ -283,7 +315,7 @@ class Batcher:
                 finally:
                     with self._cond:
                         self._running[role] -= 1
-                        self._running_partials -= not batch[0].is_final
+                        self._running_background -= not batch[0].is_final
                         self._last_batch_end = self._clock()
                         self._cond.notify_all()  # a held-back partial may run now
 
@@ -291,14 +323,13 @@ class Batcher:
         started = self._clock()
         for job in batch:
             waited = started - job.enqueued
-            metrics.QUEUE_WAIT_SECONDS.labels("final" if job.is_final else "partial").observe(waited)
+            metrics.QUEUE_WAIT_SECONDS.labels(job.kind).observe(waited)
             if job.is_final:
                 self._recent_wait = (waited, started)
         model_started = time.perf_counter()
         outcomes = self.runner.run([j.request for j in batch])
         elapsed = time.perf_counter() - model_started
-        kind = "final" if batch[0].is_final else "partial"
-        metrics.BATCH_INFERENCE_SECONDS.labels(kind).observe(elapsed)
+        metrics.BATCH_INFERENCE_SECONDS.labels(batch[0].kind).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
         if batch[0].is_final:
             self.capacity.record_batch(sum(len(j.request.audio) for j in batch) / SAMPLE_RATE, elapsed)

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from emostt.policy.gating import GATE_REASONS
 from emostt.streaming.events import ERROR_CODES
+from emostt.streaming.mood import MOOD_LABELS
 
 # The classic text format exports each counter's and histogram's creation time as a separate
 # `*_created` gauge series: no panel or rule uses them, and they would double the series count.
@@ -25,7 +26,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 
 # "file": segments of uploaded files (the OpenAI-compatible REST endpoint).
 BATCH_KINDS = ("final", "partial", "file")
-UTTERANCE_OUTCOMES = ("final", "error", "client_gone", "dropped_gated")
+# "discarded": dropped unheard at the client's request (OpenAI Realtime's input_audio_buffer.clear).
+UTTERANCE_OUTCOMES = ("final", "error", "client_gone", "dropped_gated", "discarded")
 PARTIAL_OUTCOMES = ("sent", "stale", "shed", "failed")
 SPECULATIVE_OUTCOMES = ("used", "discarded")
 RETRY_REASONS = ("oom_split", "isolate", "error")
@@ -147,6 +149,11 @@ THREAD_CRASHES = Counter(
 SESSIONS_CLOSED = Counter(
     "emostt_sessions_closed_total", "Sessions ended, by reason (closed, idle_timeout, ...).", ["reason"]
 )
+EMOTION_CHANGES = Counter(
+    "emostt_emotion_changes_total",
+    "emotion_changed events sent (a session's smoothed mood changed label), by the new label.",
+    ["to"],
+)
 
 # (metric, its label, the values that label may take): a value outside its set is a bug.
 _VOCABULARY: tuple[tuple[Counter | Histogram, str, tuple[str, ...]], ...] = (
@@ -162,6 +169,7 @@ _VOCABULARY: tuple[tuple[Counter | Histogram, str, tuple[str, ...]], ...] = (
     (REFUSED_CONNECTIONS, "code", REFUSAL_CLOSE_CODES),
     (THREAD_CRASHES, "thread", THREAD_KINDS),
     (SESSIONS_CLOSED, "reason", SESSION_END_REASONS),
+    (EMOTION_CHANGES, "to", MOOD_LABELS),
 )
 
 
@@ -225,3 +233,15 @@ for _metric, _label, _values in (
     LABEL_VALUES[_series_name(_metric)] = {_label: _values}
     for _value in _values:
         _metric.labels(**{_label: _value})
+
+# Results appended to Redis Streams (results/redis_streams.py): each event ends published or
+# dropped; every failed write of an event is also counted as retried.
+RESULTS_OUTCOMES = ("published", "dropped", "retried")
+RESULTS_PUBLISHED = Counter(
+    "emostt_results_published_total",
+    "Session events (final, emotion_changed) for Redis Streams, by outcome.",
+    ["outcome"],
+)
+LABEL_VALUES[_series_name(RESULTS_PUBLISHED)] = {"outcome": RESULTS_OUTCOMES}
+for _value in RESULTS_OUTCOMES:
+    RESULTS_PUBLISHED.labels(_value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from emostt.inference.engine import ModelInfo, TranscriptionResult
+from emostt.streaming.mood import EmotionChange, Mood
 
 Event = dict[str, Any]
 
@@ -61,6 +62,17 @@ def speech_started(utterance_id: str, audio_start_ms: int) -> Event:
     return {"type": "speech_started", "utterance_id": utterance_id, "audio_start_ms": audio_start_ms}
 
 
+def speech_ended(utterance_id: str, audio_end_ms: int, end_reason: str) -> Event:
+    """The endpoint: the utterance's audio ends here and its final (or error) follows. Sent only by
+    sessions that ask for it (OpenAI Realtime's speech_stopped and committed); not on /ws/stt."""
+    return {
+        "type": "speech_ended",
+        "utterance_id": utterance_id,
+        "audio_end_ms": audio_end_ms,
+        "end_reason": end_reason,
+    }
+
+
 def partial(utterance_id: str, text: str, audio_start_ms: int, audio_end_ms: int) -> Event:
     return {
         "type": "partial",
@@ -81,10 +93,11 @@ def final(
     audio_start_ms: int,
     audio_end_ms: int,
     latency_ms: float,
+    mood: Mood | None = None,
 ) -> Event:
     body = result.to_dict()
     body.pop("raw_text", None)
-    return {
+    event: Event = {
         "type": "final",
         "utterance_id": utterance_id,
         **body,
@@ -95,6 +108,20 @@ def final(
         "audio_start_ms": audio_start_ms,
         "audio_end_ms": audio_end_ms,
         "latency_ms": round(latency_ms, 1),
+    }
+    if mood is not None:  # absent when the session turned mood off
+        event["mood"] = {"label": mood.label, "scores": dict(mood.scores)}
+    return event
+
+
+def emotion_changed(change: EmotionChange, utterance_id: str) -> Event:
+    """The session's mood changed label with ``utterance_id``'s final (sent right after it)."""
+    return {
+        "type": "emotion_changed",
+        "from": change.from_label,
+        "to": change.to_label,
+        "utterance_id": utterance_id,
+        "scores": dict(change.scores),
     }
 
 

@@ -15,6 +15,7 @@ from emostt.audio import SUPPORTED_INPUT_RATES
 from emostt.errors import EmosttError
 from emostt.inference.rich_tokens import LANGUAGE_HINTS
 from emostt.policy.gating import GatingConfig
+from emostt.streaming.mood import MoodConfig
 from emostt.streaming.segmenter import EndpointConfig
 
 
@@ -43,6 +44,7 @@ class SessionConfig(BaseModel):
     sample_rate: int = 16_000
     vad: EndpointConfig = Field(default_factory=EndpointConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
+    mood: MoodConfig = Field(default_factory=MoodConfig)
 
     @model_validator(mode="after")
     def _check_choices(self) -> SessionConfig:
@@ -53,10 +55,10 @@ class SessionConfig(BaseModel):
         return self
 
     def updated(self, changes: dict[str, Any]) -> SessionConfig:
-        """A new config with ``changes`` merged in (nested vad/gating merge field by field)."""
+        """A new config with ``changes`` merged in (nested vad/gating/mood merge field by field)."""
         merged = self.model_dump()
         for key, value in changes.items():
-            if key in ("vad", "gating") and isinstance(value, dict):
+            if key in ("vad", "gating", "mood") and isinstance(value, dict):
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value

@@ -1,14 +1,21 @@
-"""One streaming session: audio in, speech_started / partial / final / error events out.
+"""One streaming session: audio in, speech_started / partial / final / emotion_changed / error out.
 
 Runs on the event loop. Audio and control messages are handled strictly in arrival order by
 one consumer (``handle``); VAD runs on the VAD thread and the model on the batcher's workers.
 Finals are sent in utterance order even when batches finish out of order; a partial that
-arrives after its utterance's final is dropped and counted.
+arrives after its utterance's final is dropped and counted. Each final carries the session's
+mood (streaming/mood.py), updated in utterance order; an ``emotion_changed`` it causes is sent
+right after it: no utterance's event comes between them (``_emit`` sends them together).
 
 Speculative finals: once the trailing silence an utterance keeps has passed, its final audio
 is fixed unless speech resumes, so the final is decoded while the endpointer still waits for
 the rest of ``silence_duration_ms``. At the endpoint that result is sent at once; if speech
 resumed, it is discarded (counted) and the utterance goes on.
+
+For OpenAI Realtime (transport/openai_realtime.py) a session can also: end turns only when told
+(``set_manual_turns``: every frame belongs to the open turn, and the VAD only decides when a
+partial is worth asking for), drop the open turn unheard (``discard``), and announce each
+endpoint with a ``speech_ended`` event (``endpoint_events``) before the final.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from emostt.observability import metrics
 from emostt.policy.gating import gate_reasons
 from emostt.streaming import events
 from emostt.streaming.framing import Framer
+from emostt.streaming.mood import MoodTracker
 from emostt.streaming.protocol import Audio, Command, Configure, Control, InvalidConfigError, SessionConfig
-from emostt.streaming.segmenter import FRAME_MS, Segmenter, SpeechEnded, SpeechStarted
+from emostt.streaming.segmenter import FRAME_MS, EndpointConfig, Segmenter, SpeechEnded, SpeechStarted
 from emostt.streaming.vad import VadBatcher, VadFailedError, VadStream
 
 log = logging.getLogger(__name__)
@@ -74,12 +82,18 @@ class Session:
         emit: Emit,
         config: SessionConfig,
         speculative_finals: bool = True,
+        endpoint_events: bool = False,
     ) -> None:
         self.session_id = session_id
         self._speculative_finals = speculative_finals
+        self._endpoint_events = endpoint_events
+        self._manual = False
+        self._manual_silence = 0  # frames since the VAD last heard speech, in manual turns
         self.config = config
         self._batcher = batcher
-        self._emit = emit
+        self._send = emit
+        self._emit_lock = asyncio.Lock()
+        self._mood = MoodTracker(config.mood)
         self._vad = vad
         self._vad_stream = VadStream()
         self._segmenter = Segmenter(config.vad)
@@ -109,22 +123,66 @@ class Session:
                     raise InvalidConfigError("sample_rate can only be set before the first audio")
                 self._framer.set_rate(updated.sample_rate)
             self.config = updated
-            self._segmenter.reconfigure(self.config.vad)
+            self._segmenter.reconfigure(self._endpointing())
+            self._mood.reconfigure(self.config.mood)
             self._history = deque(self._history, maxlen=self._history_frames())
             await self._emit(events.config_changed(self.config.model_dump()))
         elif isinstance(command, Control) and command.kind == "finalize":
-            self._finalize_now()
+            await self._finalize_now()
 
     async def flush(self) -> None:
         """End the current utterance and wait until every final has been sent."""
-        self._finalize_now()
+        await self._finalize_now()
         if self._last_final is not None:
             await self._last_final
 
-    def _finalize_now(self) -> None:
+    async def _finalize_now(self) -> None:
         for event in self._segmenter.finalize():
             assert isinstance(event, SpeechEnded)
-            self._end_utterance(event)
+            await self._endpoint(event)
+
+    @property
+    def open_utterance(self) -> str | None:
+        """The id of the utterance in progress (started, not yet ended), if any."""
+        return self._utterance.utterance_id if self._utterance is not None else None
+
+    @property
+    def audio_ms(self) -> int:
+        """The session's audio clock: milliseconds of audio analysed so far."""
+        return self._segmenter.frame * FRAME_MS
+
+    @property
+    def manual_turns(self) -> bool:
+        return self._manual
+
+    def set_manual_turns(self, manual: bool) -> None:
+        """Manual turns: an utterance ends only by ``finalize`` (or at ``max_utterance_ms``) and
+        holds all the audio since the previous one ended, speech or not (OpenAI Realtime's
+        ``turn_detection: null``). An utterance open when this changes goes on under the new rule."""
+        if manual != self._manual:
+            self._manual = manual
+            self._manual_silence = 0
+            self._segmenter.reconfigure(self._endpointing())
+
+    def _endpointing(self) -> EndpointConfig:
+        # Manual turns start at the first frame after the previous one ends: no onset to confirm.
+        return self.config.vad.model_copy(update={"min_speech_ms": 0}) if self._manual else self.config.vad
+
+    def discard(self) -> str | None:
+        """Drop the open utterance with no result (OpenAI Realtime's ``input_audio_buffer.clear``):
+        its audio is forgotten and its pending partial and speculative final cancelled. The next
+        utterance cannot reach back into it. Returns the dropped utterance's id."""
+        utt = self._utterance
+        self._segmenter.finalize()  # the endpointer forgets the turn too
+        if utt is None:
+            return None
+        self._utterance = None
+        utt.ended = True
+        self._drop_partial(utt)
+        self._discard_speculation(utt)
+        self._unfinished.pop(utt.utterance_id, None)
+        metrics.UTTERANCES.labels("discarded").inc()
+        return utt.utterance_id
 
     def abort(self) -> None:
         """The client is gone: drop in-flight work, counting finals that can no longer be delivered."""
@@ -150,6 +208,12 @@ class Session:
     def unfinished(self) -> int:
         return len(self._unfinished)
 
+    async def _emit(self, *batch: events.Event) -> None:
+        """Send events; those given together leave together (a final and its emotion_changed)."""
+        async with self._emit_lock:
+            for event in batch:
+                await self._send(event)
+
     # -- audio -------------------------------------------------------------------------------
 
     async def _on_audio(self, pcm: bytes, received_at: float) -> None:
@@ -163,7 +227,7 @@ class Session:
             # This chunk was not analysed: say so, give the open utterance its final from the
             # audio so far, and start the next chunk from a fresh VAD state.
             self._vad_stream = VadStream()
-            self._finalize_now()
+            await self._finalize_now()
             metrics.ERRORS.labels(exc.code).inc()
             self.stats.errors += 1
             await self._emit(events.error(exc.code, str(exc), exc.retryable))
@@ -175,12 +239,18 @@ class Session:
             if self._utterance is not None:
                 self._utterance.frames.append((index, frame))
                 speech_frames += 1
+            if self._manual:
+                # The VAD still tells speech from silence (partials wait for speech); the turn
+                # itself takes every frame until the client ends it.
+                heard = prob >= self._segmenter.config.negative_threshold
+                self._manual_silence = 0 if heard else self._manual_silence + 1
+                prob = 1.0
             for event in self._segmenter.push(prob):
                 if isinstance(event, SpeechStarted):
                     await self._start_utterance(event)
                 else:
-                    self._end_utterance(event)
-            if self._utterance is not None and self._segmenter.trailing_silence_frames == 0:
+                    await self._endpoint(event)
+            if self._utterance is not None and self._trailing_silence() == 0:
                 self._utterance.speech_end_at = received_at  # a speech frame, by the endpointer's rule
         if speech_frames:  # what this session asks of the model: admission control measures it
             self._batcher.record_speech(speech_frames * FRAME_MS / 1000)
@@ -225,7 +295,7 @@ class Session:
             return
         # Frames up to the last speech frame: a partial over a pause would repeat the last one,
         # and re-decoding trailing silence just before the final is wasted compute.
-        spoken = len(utt.frames) - self._segmenter.trailing_silence_frames
+        spoken = len(utt.frames) - self._trailing_silence()
         interval_ms = cfg.partial_interval_ms * self._batcher.partial_interval_scale
         if spoken * FRAME_MS < MIN_PARTIAL_MS or (spoken - utt.partial_frames) * FRAME_MS < interval_ms:
             return
@@ -298,6 +368,21 @@ class Session:
             utt.speculation = None
             metrics.SPECULATIVE_FINALS.labels("discarded").inc()
 
+    def _trailing_silence(self) -> int:
+        """Silent frames at the end of the open utterance (manual turns: by the VAD's ear)."""
+        if self._manual:
+            return min(self._manual_silence, len(self._utterance.frames) if self._utterance else 0)
+        return self._segmenter.trailing_silence_frames
+
+    async def _endpoint(self, event: SpeechEnded) -> None:
+        utterance_id = self.open_utterance
+        self._end_utterance(event)
+        if self._endpoint_events and utterance_id is not None:
+            # Emitted before the final's task can send: the final always follows it.
+            await self._emit(
+                events.speech_ended(utterance_id, event.end_frame * FRAME_MS, event.reason.value)
+            )
+
     def _end_utterance(self, event: SpeechEnded) -> None:
         utt = self._utterance
         if utt is None:
@@ -360,20 +445,27 @@ class Session:
         if reasons and gating.drop_gated:
             metrics.UTTERANCES.labels("dropped_gated").inc()
             return
+        mood = None  # gated finals carry the mood unchanged (docs/protocol.md, "Mood")
+        if self.config.mood.enabled:
+            mood = self._mood.observe(result, bool(reasons), end_frame * FRAME_MS)
         now = time.perf_counter()
         latency_s = now - endpoint_at
-        await self._emit(
-            events.final(
-                utt.utterance_id,
-                result,
-                gate_reasons=reasons,
-                degraded=served.degraded,
-                end_reason=reason,
-                audio_start_ms=utt.start_frame * FRAME_MS,
-                audio_end_ms=end_frame * FRAME_MS,
-                latency_ms=latency_s * 1000,
-            )
+        final = events.final(
+            utt.utterance_id,
+            result,
+            gate_reasons=reasons,
+            degraded=served.degraded,
+            end_reason=reason,
+            audio_start_ms=utt.start_frame * FRAME_MS,
+            audio_end_ms=end_frame * FRAME_MS,
+            latency_ms=latency_s * 1000,
+            mood=mood.mood if mood else None,
         )
+        if mood and mood.changed:
+            metrics.EMOTION_CHANGES.labels(mood.changed.to_label).inc()
+            await self._emit(final, events.emotion_changed(mood.changed, utt.utterance_id))
+        else:
+            await self._emit(final)
         metrics.ENDPOINT_TO_FINAL_SECONDS.observe(latency_s)
         metrics.SPEECH_END_TO_FINAL_SECONDS.observe(now - (utt.speech_end_at or endpoint_at))
         if served.degraded:

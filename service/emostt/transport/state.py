@@ -13,6 +13,7 @@ from emostt.config import Settings
 from emostt.inference.engine import ModelInfo
 from emostt.observability import metrics
 from emostt.policy.retry import ResilientRunner
+from emostt.results.redis_streams import ResultsPublisher
 from emostt.streaming.vad import VadBatcher
 
 
@@ -44,6 +45,7 @@ class AppState:
     runner: ResilientRunner | None = None
     batcher: Batcher | None = None
     vad: VadBatcher | None = None
+    results: ResultsPublisher | None = None
     ready: bool = False
     draining: bool = False
     connections: dict[str, Drainable] = field(default_factory=dict)

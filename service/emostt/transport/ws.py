@@ -7,6 +7,9 @@ Every way a session ends goes through ``_serve``'s close path: utterances still 
 finals first (policy closes, drain, client ``close``), or an error naming them when that is
 impossible (a bug, a forced shutdown); a client that went away is counted. One log line per
 session end says why.
+
+``run_session`` and ``Connection`` are what every WebSocket protocol shares: OpenAI Realtime
+(transport/openai_realtime.py) subclasses the connection and reuses the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +70,17 @@ class _Ending:
     client_gone: bool = False
 
 
+@dataclass(frozen=True)
+class Step:
+    """A protocol's own action on the session (OpenAI Realtime's commit, clear, session.update),
+    run by the consumer in order with the audio and commands around it."""
+
+    run: Callable[[Session], Awaitable[None]]
+
+
+Inbound = Command | Step
+
+
 class _CloseSession(Exception):  # noqa: N818 - control flow, not an error
     def __init__(self, ending: _Ending) -> None:
         super().__init__(ending.reason)
@@ -74,6 +88,12 @@ class _CloseSession(Exception):  # noqa: N818 - control flow, not an error
 
 
 class Connection:
+    """One WebSocket connection. ``/ws/stt`` uses it as is; another protocol subclasses it and
+    overrides ``decode`` (its messages to commands), ``outbound`` (session events to its wire
+    events) and ``on_protocol_error``, keeping the limits, drain and close paths shared."""
+
+    protocol = "stt"  # names the protocol in the session's log lines
+
     def __init__(self, websocket: WebSocket, device_id: str, state: AppState) -> None:
         self.ws = websocket
         self.device_id = device_id
@@ -83,7 +103,7 @@ class Connection:
         self._send_lock = asyncio.Lock()
         self._open = True
         self.draining = False
-        self.queue: asyncio.Queue[Command] = asyncio.Queue(state.settings.receive_queue_size)
+        self.queue: asyncio.Queue[Inbound] = asyncio.Queue(state.settings.receive_queue_size)
         # Set by others to end the session from outside its receive loop.
         self.interrupted: asyncio.Future[_Ending] = asyncio.get_running_loop().create_future()
 
@@ -102,20 +122,42 @@ class Connection:
                 return
             self._seq += 1
             payload = {**event, "session_id": self.session_id, "seq": self._seq}
-            try:
-                await asyncio.wait_for(
-                    self.ws.send_text(orjson.dumps(payload).decode()), self.state.settings.send_timeout_s
+            if self.state.results is not None:
+                # Queued before the send and never awaited: the device's result does not wait.
+                self.state.results.offer(self.device_id, payload)
+            for message in self.outbound(payload):
+                await self._send_locked(message)
+
+    def outbound(self, payload: events.Event) -> list[dict[str, Any]]:
+        """What goes on the wire for one session event (``/ws/stt``: the event itself)."""
+        return [payload]
+
+    def decode(self, message: Mapping[str, Any]) -> Inbound:
+        """One received WebSocket message to what the consumer runs; raises ``ProtocolError``."""
+        return _decode(message)
+
+    async def on_protocol_error(self, exc: ProtocolError) -> None:
+        """A message that could not be decoded: the session goes on."""
+        await self.error(exc.code, str(exc))
+
+    async def _send_locked(self, message: dict[str, Any]) -> None:
+        """Send one message; the caller holds ``_send_lock``."""
+        if not self._open:
+            return
+        try:
+            await asyncio.wait_for(
+                self.ws.send_text(orjson.dumps(message).decode()), self.state.settings.send_timeout_s
+            )
+        except asyncio.TimeoutError:
+            # The client stopped reading: nothing more can reach it.
+            self._open = False
+            metrics.count_rejection("stalled_reader", CLOSE_POLICY)
+            if not self.interrupted.done():
+                self.interrupted.set_result(
+                    _Ending(CLOSE_POLICY, "stalled_reader", flush=False, client_gone=True)
                 )
-            except asyncio.TimeoutError:
-                # The client stopped reading: nothing more can reach it.
-                self._open = False
-                metrics.count_rejection("stalled_reader", CLOSE_POLICY)
-                if not self.interrupted.done():
-                    self.interrupted.set_result(
-                        _Ending(CLOSE_POLICY, "stalled_reader", flush=False, client_gone=True)
-                    )
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self._open = False
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._open = False
 
     async def error(self, code: str, message: str, retryable: bool = False) -> None:
         metrics.ERRORS.labels(code).inc()
@@ -145,6 +187,7 @@ class Connection:
 
 
 async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
+    """``/ws/stt/{device_id}``: the handshake checks, then ``run_session``."""
     state: AppState = websocket.app.state.emostt
     settings = state.settings
     conn = Connection(websocket, device_id, state)
@@ -170,6 +213,14 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
     except (ValueError, ValidationError) as exc:
         await conn.reject(CLOSE_POLICY, "invalid_config", _config_problem(exc))
         return
+    await run_session(conn, config)
+
+
+async def run_session(conn: Connection, config: SessionConfig, *, endpoint_events: bool = False) -> None:
+    """Accept an admitted connection, serve its session until it ends, and clean up: the part
+    every WebSocket protocol shares (limits, drain, finals before the close, metrics, logs)."""
+    state, websocket, device_id = conn.state, conn.ws, conn.device_id
+    settings = state.settings
     assert state.batcher is not None and state.vad is not None  # admission checked readiness
 
     opened = time.monotonic()
@@ -185,8 +236,12 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
             conn.emit,
             config,
             speculative_finals=settings.speculative_finals,
+            endpoint_events=endpoint_events,
         )
-        log.info("session opened", extra={"session_id": conn.session_id, "device_id": device_id})
+        log.info(
+            "session opened",
+            extra={"session_id": conn.session_id, "device_id": device_id, "protocol": conn.protocol},
+        )
         await conn.emit(events.ready(device_id, state.model, config.sample_rate, config.model_dump()))
         ending = await _serve(conn, session)
     finally:
@@ -260,7 +315,7 @@ async def _serve(conn: Connection, session: Session) -> _Ending:
     return ending
 
 
-async def _flush(consumer: asyncio.Task[None], queue: asyncio.Queue[Command]) -> None:
+async def _flush(consumer: asyncio.Task[None], queue: asyncio.Queue[Inbound]) -> None:
     """Let the consumer work through what was received, end the open utterance and send its
     final; bounded, so a stuck model cannot hold a closing session forever."""
     if consumer.done():
@@ -275,7 +330,7 @@ async def _flush(consumer: asyncio.Task[None], queue: asyncio.Queue[Command]) ->
 
 
 async def _receive(
-    conn: Connection, session: Session, queue: asyncio.Queue[Command], consumer: asyncio.Task[None]
+    conn: Connection, session: Session, queue: asyncio.Queue[Inbound], consumer: asyncio.Task[None]
 ) -> None:
     settings = conn.state.settings
     opened = time.monotonic()
@@ -322,9 +377,9 @@ async def _receive(
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         try:
-            command = _decode(message)
+            command = conn.decode(message)
         except ProtocolError as exc:
-            await conn.error(exc.code, str(exc))
+            await conn.on_protocol_error(exc)
             continue
         if isinstance(command, Control) and command.kind == "keepalive":
             continue
@@ -359,14 +414,17 @@ def _decode(message: Mapping[str, Any]) -> Command:
     raise ProtocolError("empty message")
 
 
-async def _consume(conn: Connection, session: Session, queue: asyncio.Queue[Command]) -> None:
+async def _consume(conn: Connection, session: Session, queue: asyncio.Queue[Inbound]) -> None:
     while True:
         command = await queue.get()
         if isinstance(command, Control) and command.kind == "close":
             await session.flush()
             return
         try:
-            await session.handle(command)
+            if isinstance(command, Step):
+                await command.run(session)
+            else:
+                await session.handle(command)
         except InvalidConfigError as exc:
             await conn.error(exc.code, str(exc))
         except EmosttError as exc:

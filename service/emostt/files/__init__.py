@@ -1,0 +1,2 @@
+"""Whole audio files (the OpenAI-compatible REST endpoint): decode, segment with the streaming
+path's VAD and endpointer, transcribe the segments on the shared batcher, aggregate."""

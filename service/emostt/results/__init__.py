@@ -1,0 +1,1 @@
+"""Where results go besides the device's own socket."""

@@ -1,0 +1,274 @@
+"""OpenAI Realtime transcription sessions: a client's ``session.update`` (GA) or
+``transcription_session.update`` (beta) to our session config, and the session object that
+``session.created`` / ``session.updated`` show back. Pure; docs/openai.md ("Realtime").
+
+Both shapes set the same four things: the input format (PCM16; 24 kHz, OpenAI's only rate, or
+any rate ``/ws/stt`` takes), the transcription hints (``language`` is used; ``model`` and
+``prompt`` are accepted and echoed: one model serves every name, and CTC takes no prompt),
+``turn_detection`` (``server_vad`` → our VAD settings; ``semantic_vad`` is served by the same
+VAD; ``null`` → the client's commits end turns) and noise reduction (accepted, echoed, not
+applied). As in OpenAI's API only the fields present change. Fields this server does not know
+are ignored rather than refused: OpenAI keeps adding hints (``delay``, ``keywords``) that clients
+send unconditionally, and refusing them would break those clients for nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from emostt.audio import SUPPORTED_INPUT_RATES
+from emostt.streaming.protocol import ProtocolError, SessionConfig
+from emostt.streaming.segmenter import EndpointConfig
+from emostt.transport.openai_params import language_hint
+
+OPENAI_RATE = 24_000
+# Served by OpenAI without server-side turn detection: a session naming one of these (and no
+# turn_detection) gets commit-driven turns, as LiveKit and Pipecat expect of them.
+MANUAL_TURN_MODELS = ("gpt-realtime-whisper", "gpt-live-transcribe")
+VAD_FIELDS = ("threshold", "prefix_padding_ms", "silence_duration_ms")
+TURN_TYPES = ("server_vad", "semantic_vad")
+
+
+class RealtimeRequestError(ProtocolError):
+    """A client event that cannot be applied: one OpenAI ``error`` event, and the session goes on.
+
+    ``code`` is ours (metrics), ``openai_code`` and ``param`` are what OpenAI's error carries, and
+    ``event_id`` is the client event's own id (OpenAI echoes it so a client can match the two)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        openai_code: str = "invalid_value",
+        code: str = "invalid_message",
+        event_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+        self.openai_code = openai_code
+        self.event_id = event_id
+
+
+@dataclass(frozen=True)
+class RealtimeView:
+    """What the client configured, as the session object shows it back."""
+
+    id: str
+    beta: bool  # the client speaks the beta shape: answer transcription_session.*
+    transcription: dict[str, Any] = field(default_factory=dict)
+    manual_turns: bool = False
+    turn_type: str = "server_vad"
+    eagerness: str | None = None  # semantic_vad's, echoed
+    turn_detection_set: bool = False  # the client chose turn detection (or null) itself
+    noise_reduction: dict[str, Any] | None = None
+    include: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Update:
+    view: RealtimeView
+    changes: dict[str, Any]  # for SessionConfig.updated
+    manual_turns: bool
+
+
+def parse_update(
+    event: Mapping[str, Any], view: RealtimeView, config: SessionConfig, default_language: str
+) -> Update:
+    """A ``session.update`` or ``transcription_session.update`` applied to ``view``; raises
+    ``RealtimeRequestError`` naming the offending field."""
+    session = event.get("session")
+    if not isinstance(session, dict):
+        raise RealtimeRequestError("session must be an object", param="session")
+    beta = event.get("type") == "transcription_session.update"
+    found = _beta_fields(session) if beta else _ga_fields(session)
+    changes: dict[str, Any] = {}
+    updates: dict[str, Any] = {"beta": beta}
+    if found.rate is not None:
+        changes["sample_rate"] = found.rate
+    if found.transcription is not None:
+        transcription = {**view.transcription, **found.transcription}
+        for key in ("model", "language", "prompt"):
+            if transcription.get(key) is not None and not isinstance(transcription[key], str):
+                raise RealtimeRequestError(f"{key} must be a string", param=f"{found.prefix}.{key}")
+        changes["language"] = _language(transcription, default_language)
+        updates["transcription"] = transcription
+    manual = view.manual_turns
+    if found.has_turn_detection:
+        turn = found.turn_detection
+        updates["turn_detection_set"] = True
+        manual = turn is None
+        if turn is not None:
+            vad, turn_type, eagerness = _turn_detection(turn, config, found.turn_prefix)
+            changes["vad"] = vad
+            updates.update(turn_type=turn_type, eagerness=eagerness)
+    elif not view.turn_detection_set and found.transcription is not None:
+        # OpenAI's default for these models is no server VAD: clients commit each turn.
+        manual = str(updates["transcription"].get("model") or "").startswith(MANUAL_TURN_MODELS)
+    updates["manual_turns"] = manual
+    if found.has_noise_reduction:
+        updates["noise_reduction"] = found.noise_reduction
+    if found.include is not None:
+        updates["include"] = found.include
+    return Update(dataclasses.replace(view, **updates), changes, manual)
+
+
+def render(view: RealtimeView, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The session object for ``session.created/updated`` (GA) or ``transcription_session.*``
+    (beta), from the view and the session's effective config (``SessionConfig.model_dump()``)."""
+    turn: dict[str, Any] | None = None
+    if not view.manual_turns:
+        vad = config["vad"]
+        turn = {"type": view.turn_type, **{k: vad[k] for k in VAD_FIELDS}}
+        if view.eagerness is not None:
+            turn["eagerness"] = view.eagerness
+    if view.beta:
+        return {
+            "id": view.id,
+            "object": "realtime.transcription_session",
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": view.transcription,
+            "turn_detection": turn,
+            "input_audio_noise_reduction": view.noise_reduction,
+            "include": view.include,
+            "modalities": ["text"],
+        }
+    audio_input = {
+        "format": {"type": "audio/pcm", "rate": config["sample_rate"]},
+        "transcription": view.transcription,
+        "turn_detection": turn,
+        "noise_reduction": view.noise_reduction,
+    }
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": view.id,
+        "audio": {"input": audio_input},
+        "include": view.include,
+    }
+
+
+@dataclass
+class _Fields:
+    """What one update sets, in either shape (None: absent; turn detection and noise reduction
+    may be set to null, so they have a presence flag)."""
+
+    prefix: str  # where transcription fields live, for error params
+    turn_prefix: str
+    rate: int | None = None
+    transcription: dict[str, Any] | None = None
+    has_turn_detection: bool = False
+    turn_detection: dict[str, Any] | None = None
+    has_noise_reduction: bool = False
+    noise_reduction: dict[str, Any] | None = None
+    include: list[str] | None = None
+
+
+def _ga_fields(session: dict[str, Any]) -> _Fields:
+    kind = session.get("type", "transcription")
+    if kind != "transcription":
+        raise RealtimeRequestError(
+            "this server serves transcription sessions only: session.type must be 'transcription'",
+            param="session.type",
+        )
+    base = "session.audio.input"
+    audio = _object(session, "audio", "session.audio") or {}
+    audio_input = _object(audio, "input", base) or {}
+    found = _Fields(prefix=f"{base}.transcription", turn_prefix=f"{base}.turn_detection")
+    fmt = _object(audio_input, "format", f"{base}.format")
+    if fmt is not None:
+        if fmt.get("type", "audio/pcm") != "audio/pcm":
+            raise RealtimeRequestError(
+                "only audio/pcm input (16-bit little-endian mono) is supported", param=f"{base}.format.type"
+            )
+        rate = fmt.get("rate", OPENAI_RATE)
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in SUPPORTED_INPUT_RATES:
+            rates = ", ".join(map(str, SUPPORTED_INPUT_RATES))
+            raise RealtimeRequestError(f"rate must be one of {rates}", param=f"{base}.format.rate")
+        found.rate = rate
+    found.transcription = _object(audio_input, "transcription", found.prefix)
+    _presence(found, audio_input, "turn_detection", "noise_reduction", f"{base}.noise_reduction")
+    found.include = _include(session)
+    return found
+
+
+def _beta_fields(session: dict[str, Any]) -> _Fields:
+    found = _Fields(prefix="session.input_audio_transcription", turn_prefix="session.turn_detection")
+    if "input_audio_format" in session:
+        if session["input_audio_format"] != "pcm16":
+            raise RealtimeRequestError(
+                "only pcm16 input (24 kHz, 16-bit little-endian mono) is supported",
+                param="session.input_audio_format",
+            )
+        found.rate = OPENAI_RATE
+    found.transcription = _object(session, "input_audio_transcription", found.prefix)
+    _presence(
+        found, session, "turn_detection", "input_audio_noise_reduction", "session.input_audio_noise_reduction"
+    )
+    found.include = _include(session)
+    return found
+
+
+def _presence(
+    found: _Fields, parent: dict[str, Any], turn_key: str, noise_key: str, noise_param: str
+) -> None:
+    if turn_key in parent:
+        found.has_turn_detection = True
+        found.turn_detection = _object(parent, turn_key, found.turn_prefix)
+    if noise_key in parent:
+        found.has_noise_reduction = True
+        found.noise_reduction = _object(parent, noise_key, noise_param)
+
+
+def _turn_detection(
+    turn: dict[str, Any], config: SessionConfig, prefix: str
+) -> tuple[dict[str, Any], str, str | None]:
+    """Our VAD settings, the turn detection type and semantic_vad's eagerness (echoed)."""
+    turn_type = turn.get("type", "server_vad")  # the beta shape may leave the type out
+    if turn_type not in TURN_TYPES:
+        raise RealtimeRequestError(
+            f"turn_detection.type must be one of {', '.join(TURN_TYPES)} (or turn_detection null)",
+            param=f"{prefix}.type",
+        )
+    # semantic_vad's turn model is not ours: its turns end by the same VAD, at the session's settings.
+    vad = {k: turn[k] for k in VAD_FIELDS if turn_type == "server_vad" and turn.get(k) is not None}
+    try:
+        EndpointConfig.model_validate({**config.vad.model_dump(), **vad})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "turn_detection"
+        raise RealtimeRequestError(f"{name}: {problem['msg']}", param=f"{prefix}.{name}") from None
+    eagerness = turn.get("eagerness") if turn_type == "semantic_vad" else None
+    return vad, turn_type, eagerness if isinstance(eagerness, str) else None
+
+
+def _language(transcription: Mapping[str, Any], default: str) -> str:
+    """``language`` (ISO 639) as SenseVoice's hint; a single entry of ``languages`` counts too;
+    several languages, or none, leave detection to the model (or the server's default)."""
+    language = transcription.get("language")
+    languages = transcription.get("languages")
+    if not language and isinstance(languages, list) and languages:
+        language = languages[0] if len(languages) == 1 and isinstance(languages[0], str) else "auto"
+    return language_hint(language, default)
+
+
+def _object(parent: Mapping[str, Any], key: str, param: str) -> dict[str, Any] | None:
+    value = parent.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise RealtimeRequestError(f"{key} must be an object or null", param=param)
+    return value
+
+
+def _include(session: Mapping[str, Any]) -> list[str] | None:
+    value = session.get("include")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RealtimeRequestError("include must be a list of strings", param="session.include")
+    return value
