@@ -3,10 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real components the tests run: speech (espeak-ng, sox), Prometheus and promtool, redis-server.
+# Real components the tests run: speech (espeak-ng, sox), Prometheus and promtool, redis-server,
+# Chromium (the browser page's test drives it with playwright; never `playwright install`).
 # command:package pairs; only what is missing is installed.
 apt_packages=()
-for pair in espeak-ng:espeak-ng sox:sox promtool:prometheus prometheus:prometheus redis-server:redis-server; do
+for pair in espeak-ng:espeak-ng sox:sox promtool:prometheus prometheus:prometheus redis-server:redis-server chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || apt_packages+=("${pair##*:}")
 done
 if [ ${#apt_packages[@]} -gt 0 ]; then

@@ -32,7 +32,7 @@ from emostt.inference.threads import (
 from emostt.policy.retry import ResilientRunner, RetryConfig
 from emostt.results.redis_streams import PublisherConfig, ResultsPublisher
 from emostt.streaming.vad import VadBatcher
-from emostt.transport import http, openai_rest
+from emostt.transport import http, openai_rest, web
 from emostt.transport.openai_realtime import realtime_endpoint
 from emostt.transport.state import AppState
 from emostt.transport.ws import stt_endpoint
@@ -117,6 +117,7 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
     openai_rest.install(app, settings)  # /v1/models, /v1/audio/transcriptions
     app.add_api_websocket_route("/ws/stt/{device_id}", stt_endpoint)
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)  # OpenAI Realtime transcription
+    web.install(app, settings)  # the browser page at / (settings.web_ui)
     return app
 
 

@@ -276,6 +276,11 @@ class Settings(EngineSettings):
         20.0, gt=0, description="On shutdown, time given to open sessions to get their finals."
     )
     log_json: bool = Field(True, description="Structured JSON logs on stderr.")
+    web_ui: bool = Field(
+        True,
+        description="Serve the browser page at / (live transcript with emotion from the microphone, "
+        "docs/web.md); off: / is a 404.",
+    )
     results_redis_url: SecretStr | None = Field(
         None,
         description="Also append every final and emotion_changed event to the Redis Stream "

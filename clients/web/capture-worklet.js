@@ -1,0 +1,1 @@
+../../service/emostt/web/capture-worklet.js
