@@ -47,8 +47,11 @@ class Server:
 
 
 @contextmanager
-def running_server(settings: Settings, engine: Engine, fallback: Engine | None = None) -> Iterator[Server]:
-    port = free_port()
+def running_server(
+    settings: Settings, engine: Engine, fallback: Engine | None = None, port: int | None = None
+) -> Iterator[Server]:
+    """``port``: a given one, e.g. for a server restarted where its clients reconnect."""
+    port = port or free_port()
     app = create_app(settings, engine=engine, fallback=fallback)
     config = uvicorn.Config(
         app,

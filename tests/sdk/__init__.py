@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,13 +10,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import emostt_client as ec
-import uvicorn
 from prometheus_client import REGISTRY
 
-from emostt.app import DrainingServer, create_app
+from emostt.app import DrainingServer
 from emostt.config import Settings
 from emostt.inference.engine import Engine
-from tests.integration.server import Server
+from tests.integration.server import Server, running_server
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.wav"
 FAST_RETRY = ec.ReconnectPolicy(max_attempts=60, initial_delay=0.05, max_delay=0.25)
@@ -34,28 +32,9 @@ def metric(name: str, **labels: str) -> float:
 
 @contextmanager
 def server_on_port(port: int, settings: Settings, engine: Engine) -> Iterator[DrainingServer]:
-    """tests.integration.server.running_server on a given port (a restarted server keeps its port)."""
-    config = uvicorn.Config(
-        create_app(settings, engine=engine),
-        host="127.0.0.1",
-        port=port,
-        ws_max_size=settings.max_message_bytes,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = DrainingServer(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    try:
-        yield server
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    """A real server on a given port (a restarted server keeps its port); yields the uvicorn server."""
+    with running_server(settings, engine, port=port) as server:
+        yield server.uvicorn_server
 
 
 async def next_of(stream: ec.Stream, kind: type[E], timeout: float = 30.0) -> tuple[E, list[ec.Event]]:
