@@ -28,3 +28,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 .venv/bin/python -m pip install -q -e "clients/python[files,redis]"  # the SDK (tests/sdk)
+# The framework integrations and the real framework packages their tests run against, in one
+# resolve (pipecat-ai pins protobuf < 7, soundfile and soxr; all inside emostt's ranges).
+.venv/bin/python -m pip install -q -e clients/livekit -e clients/pipecat \
+  "livekit-agents==1.8.9" "livekit-plugins-openai==1.8.9" "pipecat-ai==1.14.0"

@@ -7,4 +7,6 @@ bash tools/setup.sh
 .venv/bin/ruff format --check service tests tools clients
 .venv/bin/mypy
 .venv/bin/mypy --strict clients/python/src/emostt_client
+MYPYPATH=clients/livekit .venv/bin/mypy --strict --explicit-package-bases clients/livekit/livekit/plugins/emostt
+.venv/bin/mypy --strict --allow-untyped-calls clients/pipecat/src/pipecat_emostt
 .venv/bin/python -m pytest -q "$@"

@@ -159,3 +159,10 @@ async def stream(
 
 def _chunks(pcm: bytes, size: int) -> list[bytes]:
     return [pcm[i : i + size] for i in range(0, len(pcm), size)]
+
+
+@contextmanager
+def server_on_port(port: int, settings: Settings, engine: Engine) -> Iterator[DrainingServer]:
+    """A real server on a given port (a restarted server keeps its port); yields the uvicorn server."""
+    with running_server(settings, engine, port=port) as server:
+        yield server.uvicorn_server

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import emostt_client as ec
 from prometheus_client import REGISTRY
 
-from emostt.app import DrainingServer
-from emostt.config import Settings
-from emostt.inference.engine import Engine
-from tests.integration.server import Server, running_server
+from tests.integration.server import Server
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.wav"
 FAST_RETRY = ec.ReconnectPolicy(max_attempts=60, initial_delay=0.05, max_delay=0.25)
@@ -28,13 +24,6 @@ def base_url(server: Server) -> str:
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@contextmanager
-def server_on_port(port: int, settings: Settings, engine: Engine) -> Iterator[DrainingServer]:
-    """A real server on a given port (a restarted server keeps its port); yields the uvicorn server."""
-    with running_server(settings, engine, port=port) as server:
-        yield server.uvicorn_server
 
 
 async def next_of(stream: ec.Stream, kind: type[E], timeout: float = 30.0) -> tuple[E, list[ec.Event]]:

@@ -14,8 +14,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from emostt.inference.engine import Engine
-from tests.integration.server import free_port, running_server, service_settings
-from tests.sdk import FAST_RETRY, SAMPLE, base_url, metric, next_of, server_on_port
+from tests.integration.server import free_port, running_server, server_on_port, service_settings
+from tests.sdk import FAST_RETRY, SAMPLE, base_url, metric, next_of
 
 REJECTED = "emostt_rejected_connections_total"
 
