@@ -10,6 +10,9 @@ random-weight model for SenseVoiceSmall's exact compute cost:
 
 On a CUDA machine: ``--device cuda --precisions fp32 fp16 bf16``. ``onnx-int8`` is the onnx
 backend (the encoder on ONNX Runtime, int8; one intra-op thread unless ``--threads``).
+``--compile`` wraps the encoder in ``torch.compile`` (with ``--pad-multiple`` shape buckets);
+the engine has no CUDA-graph path. A cell that runs out of memory is recorded as such and
+the run goes on; ``--out`` is rewritten after every cell, so a run cut short keeps its rows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emostt.errors import OutOfMemoryError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 from emostt.inference.threads import set_thread_count
@@ -149,7 +153,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 match = [
                     r for r in rows if (r["precision"], r["batch"], r["seconds"]) == (precision, batch, s)
                 ]
-                cells.append(f"{match[0]['x_realtime']:.1f}" if match else "-")
+                cells.append(f"{match[0]['x_realtime']:.1f}" if match and "x_realtime" in match[0] else "-")
             lines.append(f"| {precision} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -175,6 +179,8 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per cell")
     parser.add_argument("--min-reps", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder")
+    parser.add_argument("--pad-multiple", type=int, default=1, help="round the time axis up (frames)")
     parser.add_argument(
         "--baseline",
         type=int,
@@ -184,6 +190,22 @@ def main() -> None:
     args = parser.parse_args()
 
     rows: list[dict[str, Any]] = []
+
+    def save() -> None:
+        if args.out:
+            report = {
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                "machine": machine(),
+                "model": args.model,
+                "device": args.device,
+                "threads": torch.get_num_threads(),
+                "compile": args.compile,
+                "pad_multiple": args.pad_multiple,
+                "rows": rows,
+            }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+
     if args.baseline:
         for seconds in args.lengths:
             row = measure_generate(args.model, seconds, args.baseline, args.device)
@@ -197,16 +219,23 @@ def main() -> None:
             precision="int8" if backend == "onnx" else precision,
             threads=args.threads,
             backend=backend,
+            compile=args.compile,
+            pad_multiple=args.pad_multiple,
         )
         engine = SenseVoiceEngine.load(args.model, options)
+        label = f"{precision}, compiled" if args.compile else precision
         for seconds in args.lengths:
             for batch in args.batches:
-                row = {
-                    "precision": precision,
-                    **measure(engine, batch, seconds, args.min_time, args.min_reps),
-                }
+                try:
+                    cell = measure(engine, batch, seconds, args.min_time, args.min_reps)
+                    row = {"precision": label, **cell}
+                except OutOfMemoryError:
+                    row = {"precision": label, "batch": batch, "seconds": seconds, "error": "out_of_memory"}
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                save()
                 if args.workers:
                     row = {
                         "precision": f"{precision}, {args.workers} workers x 1 thread",
@@ -215,19 +244,9 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         del engine
-    report = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "model": args.model,
-        "device": args.device,
-        "threads": torch.get_num_threads(),
-        "rows": rows,
-    }
-    print(f"\nmachine: {report['machine']}; torch threads {report['threads']}\n")
+    save()
+    print(f"\nmachine: {machine()}; torch threads {torch.get_num_threads()}\n")
     print(markdown(rows))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,16 +11,31 @@ a fixed duration, then closes. Reported per run:
 - partial lag (live audio to the partial arriving), p50/p95;
 - whether any stream fell behind real time (a final arriving more than 2 s after its
   endpoint would have been due, or an utterance without its final);
-- engine batch sizes, audio seconds transcribed per wall second, server CPU and RSS.
+- engine batch sizes, audio seconds transcribed per wall second, server CPU and RSS;
+- event lag (tools/stream_lag.py): each final's and partial's arrival minus the moment a
+  zero-cost server could have sent it, p50/p95/p99.
 
     python tools/bench_stream.py --model /tmp/sv-full --sessions 4 8 16 --duration 60 \
         --batching on off --out docs/bench/stream-cpu.json
+
+``--model instant`` runs tools/bench_server.py (the same server with the instant engine, a
+measurement harness with ~0 model time) instead of ``emostt serve``: event lag is then the
+front end's alone, and ``--lag-target-ms`` (50) says up to which N one server process holds
+real-time streams. ``--profile DIR`` samples the server with py-spy and reports its CPU by
+stage (tools/stage_profile.py); ``--server-cpus``/``--client-cpus`` pin the server and the
+load generator to separate cores:
+
+    python tools/bench_stream.py --model instant --sessions 50 100 200 400 --duration 60 \
+        --ramp-s 5 --server-cpus 0 --client-cpus 1 --profile out/profile \
+        --out docs/bench/stream-frontend-cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -44,9 +59,15 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data
+import stage_profile
+import stream_lag
+from emostt.streaming.segmenter import EndpointConfig
 
 FRAME_S = 0.1
+CHUNK_SAMPLES = int(16000 * FRAME_S)
 SILENCE_MS = 500
+ENDPOINT_DELAY_FRAMES = stream_lag.endpoint_delay_frames(EndpointConfig(silence_duration_ms=SILENCE_MS))
+BENCH_SERVER = Path(__file__).resolve().parent / "bench_server.py"
 
 
 @dataclass
@@ -57,6 +78,19 @@ class DeviceLog:
     utterances_sent: int = 0
     errors: list[str] = field(default_factory=list)
     refused: str | None = None  # the error code when the server refused the session
+    sent_at: list[float] = field(default_factory=list)  # each chunk's send time (s after start)
+    # (type, audio_end_ms, end_reason, arrival s after start) of each final and partial
+    timeline: list[tuple[str, int, str | None, float]] = field(default_factory=list)
+
+
+def load_pool(clips: Path | None) -> list[np.ndarray]:
+    """The phrases devices speak: rendered by espeak-ng now, or read from a saved pool (a
+    machine without espeak-ng, e.g. the GPU machine: tools/gpu/save_clips.py writes one)."""
+    if clips is None:
+        return [c.audio * 0.9 for c in demo_data.generate("heldout", limit=160) if c.text]
+    with np.load(clips) as saved:
+        audio, bounds = saved["audio"], saved["bounds"]
+    return [audio[a:b].astype(np.float32) / 32768 * 0.9 for a, b in itertools.pairwise(bounds)]
 
 
 def free_port() -> int:
@@ -77,10 +111,11 @@ def make_stream(pool: list[np.ndarray], seconds: float, rng: random.Random) -> t
     return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes(), count
 
 
-async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog) -> None:
-    step = int(16000 * FRAME_S) * 2
+async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog, delay_s: float = 0.0) -> None:
+    step = CHUNK_SAMPLES * 2
     log.utterances_sent = utterances
     ends = clip_ends(pcm)
+    await asyncio.sleep(delay_s)  # --ramp-s: devices connect spread out, each at its own phase
     async with connect(url, max_size=None) as ws:
         first = orjson.loads(await ws.recv())
         if first["type"] != "ready":  # refused: admission control said the server is full
@@ -92,6 +127,7 @@ async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog) -> None:
             for k, i in enumerate(range(0, len(pcm), step)):
                 # Absolute schedule: a slow send never makes the device drift behind real time.
                 await asyncio.sleep(max(started + k * FRAME_S - time.perf_counter(), 0))
+                log.sent_at.append(time.perf_counter() - started)
                 await ws.send(pcm[i : i + step])
             await ws.send('{"type": "close"}')
 
@@ -99,6 +135,8 @@ async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog) -> None:
         async for raw in ws:
             event = orjson.loads(raw)
             now = time.perf_counter() - started
+            if event["type"] in ("final", "partial"):
+                log.timeline.append((event["type"], event["audio_end_ms"], event.get("end_reason"), now))
             if event["type"] == "final":
                 log.finals.append(event)
                 # From the end of the speech itself (the final's audio keeps ~100 ms of silence).
@@ -174,21 +212,30 @@ def server_metrics(base: str) -> dict[str, float]:
     }
 
 
-def start_server(
-    args: argparse.Namespace, port: int, batching: bool | None, backend: str
-) -> subprocess.Popen[bytes]:
-    """``batching`` None: the server's own default batch size."""
-    env = {
-        **os.environ,
-        **({} if batching is None else {"EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1)}),
-        "EMOSTT_MAX_CONNECTIONS": "4096",
-        **({"EMOSTT_MODEL_WORKERS": str(args.workers)} if args.workers else {}),
-        "EMOSTT_LOG_JSON": "true",
-        "EMOSTT_SESSION_DEFAULTS": json.dumps(
-            {"interim_results": args.partials == "on", "vad": {"silence_duration_ms": SILENCE_MS}}
-        ),
-    }
-    cmd = [
+def cpu_list(text: str) -> set[int]:
+    """argparse type: CPUs as taskset writes them, e.g. ``0`` or ``1-15`` or ``0,2``."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def server_command(args: argparse.Namespace, port: int, backend: str) -> list[str]:
+    if args.model == "instant":  # the measurement harness: same server, ~0 model time
+        return [
+            sys.executable,
+            str(BENCH_SERVER),
+            "--device",
+            "cuda" if args.device.startswith("cuda") else "cpu",
+            "--batch-ms",
+            str(args.instant_batch_ms),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ]
+    return [
         sys.executable,
         "-m",
         "emostt",
@@ -206,7 +253,30 @@ def start_server(
         "--host",
         "127.0.0.1",
     ]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_server(
+    args: argparse.Namespace, port: int, batching: bool | None, backend: str
+) -> subprocess.Popen[bytes]:
+    """``batching`` None: the server's own default batch size."""
+    env = {
+        **os.environ,
+        **({} if batching is None else {"EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1)}),
+        "EMOSTT_MAX_CONNECTIONS": "4096",
+        **({"EMOSTT_MODEL_WORKERS": str(args.workers)} if args.workers else {}),
+        "EMOSTT_LOG_JSON": "true",
+        "EMOSTT_SESSION_DEFAULTS": json.dumps(
+            {"interim_results": args.partials == "on", "vad": {"silence_duration_ms": SILENCE_MS}}
+        ),
+    }
+    cpus = args.server_cpus
+    server = subprocess.Popen(
+        server_command(args, port, backend),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -221,19 +291,24 @@ def start_server(
     raise RuntimeError("server did not become ready")
 
 
-def run_devices(urls: list[str], streams: list[tuple[bytes, int]], logs: list[DeviceLog]) -> None:
+def run_devices(
+    urls: list[str], streams: list[tuple[bytes, int]], logs: list[DeviceLog], delays: list[float]
+) -> None:
     async def everyone() -> None:
         await asyncio.gather(
-            *(device(url, pcm, n, log) for url, (pcm, n), log in zip(urls, streams, logs, strict=True))
+            *(
+                device(url, pcm, n, log, delay)
+                for url, (pcm, n), log, delay in zip(urls, streams, logs, delays, strict=True)
+            )
         )
 
     asyncio.run(everyone())
 
 
-def run_devices_part(part: tuple[list[str], list[tuple[bytes, int]]]) -> list[DeviceLog]:
-    urls, streams = part
+def run_devices_part(part: tuple[list[str], list[tuple[bytes, int]], list[float]]) -> list[DeviceLog]:
+    urls, streams, delays = part
     logs = [DeviceLog() for _ in urls]
-    run_devices(urls, streams, logs)
+    run_devices(urls, streams, logs, delays)
     return logs
 
 
@@ -252,24 +327,37 @@ def run_one(
         rng = random.Random(sessions)
         streams = [make_stream(pool, args.duration, rng) for _ in range(sessions)]
         logs = [DeviceLog() for _ in range(sessions)]
+        delays = [args.ramp_s * i / sessions for i in range(sessions)]
         cpu0, _ = proc_usage(server.pid)
         client_cpu0 = client_cpu_seconds()
         t0 = time.perf_counter()
+        profiler = None
+        if args.profile:
+            # From when every device streams until shortly before the first ones finish.
+            window = args.duration - args.ramp_s - 2 * PROFILE_MARGIN_S
+            profiler = stage_profile.Recorder(
+                server.pid,
+                args.profile / f"server-{sessions}.txt",
+                start_in_s=args.ramp_s + PROFILE_MARGIN_S,
+                duration_s=max(window, 1.0),
+                rate_hz=args.profile_rate,
+            )
         urls = [f"ws://127.0.0.1:{port}/ws/stt/bench-{i}" for i in range(sessions)]
         processes = max(min(args.client_processes, sessions), 1)
         if processes == 1:
-            run_devices(urls, streams, logs)
+            run_devices(urls, streams, logs, delays)
         else:
             # One event loop drives a few hundred devices at most; hundreds more need more cores.
             context = multiprocessing.get_context("fork")
             parts = [slice(k, sessions, processes) for k in range(processes)]
             with ProcessPoolExecutor(processes, mp_context=context) as pool_:
-                done = pool_.map(run_devices_part, [(urls[p], streams[p]) for p in parts])
+                done = pool_.map(run_devices_part, [(urls[p], streams[p], delays[p]) for p in parts])
                 for part, part_logs in zip(parts, done, strict=True):
                     for index, log in zip(range(sessions)[part], part_logs, strict=True):
                         logs[index] = log
         wall = time.perf_counter() - t0
         cpu1, rss = proc_usage(server.pid)
+        stages = profiler.result(sessions) if profiler is not None else None
         client_cpu1 = client_cpu_seconds()
         finals = [f for log in logs for f in log.finals]
         server_latency = [f["latency_ms"] / 1000 for f in finals]
@@ -279,10 +367,13 @@ def run_one(
         missing = sum(max(log.utterances_sent - len(log.finals), 0) for log in admitted)
         behind = missing > 0 or any(x > SILENCE_MS / 1000 + 2.0 for x in device_latency)
         observed = server_metrics(f"http://127.0.0.1:{port}")
+        lags = event_lags(logs, streams)
     finally:
         server.terminate()
         server.wait(60)
     p95 = pct(server_latency, 95)
+    lag_p95 = pct(lags["all"], 95)
+    slips = [t - k * FRAME_S for log in logs for k, t in enumerate(log.sent_at)]
     return {
         "sessions": sessions,
         "batching": batching,
@@ -317,9 +408,48 @@ def run_one(
         "model_workers": args.workers,
         "audio_s_per_wall_s": round(sum(f["duration_ms"] for f in finals) / 1000 / wall, 2),
         "server_cpu_percent": round((cpu1 - cpu0) / wall * 100, 1),
+        "server_cpu_ms_per_stream_s": round((cpu1 - cpu0) / wall / sessions * 1000, 3),
         "server_rss_mib": round(rss, 1),
         "wall_s": round(wall, 1),
+        "event_lag_ms": {
+            kind: {q: round(pct(v, q) * 1000, 1) if v else None for q in (50, 95, 99)}
+            for kind, v in lags.items()
+        },
+        "send_slip_p95_ms": round(pct(slips, 95) * 1000, 1) if slips else None,
+        "lag_target_ms": args.lag_target_ms,
+        "holds_lag_target": bool(
+            lag_p95 is not None
+            and lag_p95 * 1000 <= args.lag_target_ms
+            and missing == 0
+            and len(admitted) == sessions
+            and not any(log.errors for log in logs)
+        ),
+        **({"stages": stages} if stages is not None else {}),
     }
+
+
+PROFILE_MARGIN_S = 3.0
+
+
+def event_lags(logs: list[DeviceLog], streams: list[tuple[bytes, int]]) -> dict[str, list[float]]:
+    """Each final's and partial's lag behind a zero-cost server (tools/stream_lag.py), seconds."""
+    lags: dict[str, list[float]] = {"final": [], "partial": [], "all": []}
+    for log, (pcm, _) in zip(logs, streams, strict=True):
+        for kind, end_ms, reason, arrival in log.timeline:
+            lag = stream_lag.event_lag(
+                kind,
+                end_ms,
+                reason,
+                arrival,
+                log.sent_at,
+                delay_frames=ENDPOINT_DELAY_FRAMES,
+                chunk_samples=CHUNK_SAMPLES,
+                total_samples=len(pcm) // 2,
+            )
+            if lag is not None:
+                lags[kind].append(lag)
+                lags["all"].append(lag)
+    return lags
 
 
 BATCHING_NAMES = {True: "on", False: "off", None: "default"}
@@ -350,11 +480,47 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def lag_markdown(rows: list[dict[str, Any]]) -> str:
+    """The front-end view: event lag per N, server CPU per stream, whether N is held."""
+    lines = [
+        "| sessions | finals | partials sent | event lag p50 / p95 / p99 (ms) | final lag p95 | partial lag"
+        " p95 | send slip p95 | server CPU | CPU ms per stream-second | client CPU | holds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, f, p = (r["event_lag_ms"][k] for k in ("all", "final", "partial"))
+        lines.append(
+            f"| {r['sessions']} | {r['utterances']} | {r['partials_sent']} | {a[50]} / {a[95]} / {a[99]}"
+            f" | {f[95]} | {p[95]} | {r['send_slip_p95_ms']} | {r['server_cpu_percent']}%"
+            f" | {r['server_cpu_ms_per_stream_s']} | {r['client_cpu_percent']}%"
+            f" | {'yes' if r['holds_lag_target'] else 'no'} |"
+        )
+    held = [r["sessions"] for r in rows if r["holds_lag_target"]]
+    lines.append("")
+    lines.append(
+        f"Largest N holding p95 event lag <= {rows[0]['lag_target_ms']:g} ms with every final: "
+        f"{max(held) if held else 'none'}"
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True)
+    parser.add_argument(
+        "--model", required=True, help="model dir or id; 'instant': the bench harness (bench_server.py)"
+    )
+    parser.add_argument(
+        "--instant-batch-ms", type=float, default=0.0, help="--model instant: model time per batch"
+    )
+    parser.add_argument("--lag-target-ms", type=float, default=50.0, help="p95 event lag N must hold")
+    parser.add_argument("--ramp-s", type=float, default=0.0, help="spread the devices' connects over this")
+    parser.add_argument("--server-cpus", type=cpu_list, default=None, help="pin the server, e.g. 0")
+    parser.add_argument("--client-cpus", type=cpu_list, default=None, help="pin the load generator")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the server; raw stacks here")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--clips", type=Path, default=None, help="clip pool .npz (tools/gpu/save_clips.py)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument(
@@ -384,29 +550,54 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.client_cpus:
+        os.sched_setaffinity(0, args.client_cpus)  # the load generator's processes inherit it
+    # Hundreds of sockets on each side of one machine: lift the soft limit on open files.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        stage_profile.check_available()
 
-    pool = [c.audio * 0.9 for c in demo_data.generate("heldout", limit=160) if c.text]
-    rows = []
+    pool = load_pool(args.clips)
+    rows: list[dict[str, Any]] = []
     for backend in args.backends:
         for batching in args.batching:
             for sessions in args.sessions:
                 row = run_one(args, pool, sessions, {"on": True, "off": False}.get(batching), backend)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                write_report(args, rows)  # after every row: a run cut short keeps what it measured
+    print()
+    print(markdown(rows))
+    print()
+    print(lag_markdown(rows))
+    for row in rows:
+        if "stages" in row:
+            print()
+            print(f"{row['sessions']} sessions:")
+            print(stage_profile.markdown(row["stages"]))
+
+
+def write_report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    if not args.out:
+        return
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPU cores",
+        "server_cpus": sorted(args.server_cpus) if args.server_cpus else None,
+        "client_cpus": sorted(args.client_cpus) if args.client_cpus else None,
+        "client_processes": args.client_processes,
+        "ramp_s": args.ramp_s,
         "model": args.model,
         "device": args.device,
         "precision": args.precision,
         "duration_s": args.duration,
         "rows": rows,
     }
-    print()
-    print(markdown(rows))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from emostt.errors import EmosttError
 
 if TYPE_CHECKING:
-    from emostt.config import EngineSettings
+    from emostt.config import EngineSettings, Settings
+    from emostt.inference.engine import Engine
     from emostt.inference.sensevoice import SenseVoiceEngine
 
 MAX_FILE_SECONDS = 30.0
@@ -154,8 +155,13 @@ def cmd_make_random(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from emostt.config import Settings
 
-    settings = _settings_from_args(Settings, args, SERVE_FLAGS)
+    run_server(_settings_from_args(Settings, args, SERVE_FLAGS))
+    return 0
 
+
+def run_server(settings: Settings, engine: Engine | None = None) -> None:
+    """What ``emostt serve`` runs, until the server exits. ``engine`` replaces loading
+    ``settings.model``; only the bench harness passes one (tools/bench_server.py)."""
     # Imported once the settings are known to be valid: a refused start-up stays quick.
     import uvicorn
 
@@ -164,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure(json_logs=settings.log_json)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, engine=engine),
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_message_bytes,
@@ -174,7 +180,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 10,
     )
     DrainingServer(config).run()
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
