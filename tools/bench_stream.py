@@ -55,7 +55,8 @@ import httpx
 import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data
@@ -132,22 +133,34 @@ async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog, delay_s:
             await ws.send('{"type": "close"}')
 
         task = asyncio.create_task(sender())
-        async for raw in ws:
-            event = orjson.loads(raw)
-            now = time.perf_counter() - started
-            if event["type"] in ("final", "partial"):
-                log.timeline.append((event["type"], event["audio_end_ms"], event.get("end_reason"), now))
-            if event["type"] == "final":
-                log.finals.append(event)
-                # From the end of the speech itself (the final's audio keeps ~100 ms of silence).
-                end_s = event["audio_end_ms"] / 1000
-                speech_end = max((e for e in ends if e <= end_s + 0.05), default=end_s)
-                log.device_latency_s.append(now - speech_end)
-            elif event["type"] == "partial":
-                log.partial_lag_s.append(now - event["audio_end_ms"] / 1000)
-            elif event["type"] == "error":
-                log.errors.append(event["code"])
-        await task
+        try:
+            await receive(ws, started, ends, log)
+        except ConnectionClosed as exc:
+            # A policy close (e.g. too_fast when this load generator itself fell behind and then
+            # caught up in a burst) ends this device's run; its error event is already counted.
+            log.errors.append(f"closed_{exc.rcvd.code if exc.rcvd else 'abnormally'}")
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            await task
+
+
+async def receive(ws: ClientConnection, started: float, ends: list[float], log: DeviceLog) -> None:
+    async for raw in ws:
+        event = orjson.loads(raw)
+        now = time.perf_counter() - started
+        if event["type"] in ("final", "partial"):
+            log.timeline.append((event["type"], event["audio_end_ms"], event.get("end_reason"), now))
+        if event["type"] == "final":
+            log.finals.append(event)
+            # From the end of the speech itself (the final's audio keeps ~100 ms of silence).
+            end_s = event["audio_end_ms"] / 1000
+            speech_end = max((e for e in ends if e <= end_s + 0.05), default=end_s)
+            log.device_latency_s.append(now - speech_end)
+        elif event["type"] == "partial":
+            log.partial_lag_s.append(now - event["audio_end_ms"] / 1000)
+        elif event["type"] == "error":
+            log.errors.append(event["code"])
 
 
 def clip_ends(pcm: bytes) -> list[float]:

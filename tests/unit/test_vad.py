@@ -64,3 +64,45 @@ def test_speech_scores_high_and_silence_low(vad: VadBatcher, speech_with_pauses:
     lead_in = probs[: 8000 // FRAME_SAMPLES - 1]
     assert lead_in.max() < 0.2
     assert (probs > 0.5).mean() > 0.2
+
+
+class BatchRecordingVad(VadBatcher):
+    """Measurement harness: the real VAD, recording how many streams each batch held."""
+
+    def __init__(self, max_batch: int, coalesce_s: float) -> None:
+        super().__init__(max_batch=max_batch, coalesce_s=coalesce_s)
+        self.batch_sizes: list[int] = []
+
+    def run_batch(self, streams: list[VadStream], frames: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(streams))
+        return super().run_batch(streams, frames)
+
+
+def test_requests_arriving_within_the_window_run_as_one_batch(speech_16k: np.ndarray) -> None:
+    # A window far longer than the test, and room for exactly two: the first request waits for
+    # the second (not for the clock), then both run as one batch.
+    vad = BatchRecordingVad(max_batch=2, coalesce_s=30.0)
+    vad.start()
+    frame = frames_of(speech_16k)[:1]
+
+    async def both() -> list[list[float]]:
+        first = asyncio.ensure_future(vad.speech_probs(VadStream(), frame))
+        second = asyncio.ensure_future(vad.speech_probs(VadStream(), frame))
+        return list(await asyncio.gather(first, second))
+
+    try:
+        probs = asyncio.run(both())
+    finally:
+        vad.stop()
+    assert vad.batch_sizes == [2]
+    assert probs[0] == pytest.approx(probs[1], abs=TOLERANCE)
+
+
+def test_a_lone_request_runs_when_the_window_closes(speech_16k: np.ndarray) -> None:
+    vad = BatchRecordingVad(max_batch=8, coalesce_s=0.01)
+    vad.start()
+    try:
+        probs = asyncio.run(vad.speech_probs(VadStream(), frames_of(speech_16k)[:3]))
+    finally:
+        vad.stop()
+    assert len(probs) == 3 and vad.batch_sizes == [1, 1, 1]
