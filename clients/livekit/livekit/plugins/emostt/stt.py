@@ -228,14 +228,7 @@ class STT(stt.STT[STTEvents]):
         session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
     ) -> None:
         """Change options for new streams and, with a ``config`` message, for the open ones."""
-        if is_given(language):
-            self._opts.language = _server_language(language)
-        if is_given(interim_results):
-            self._opts.interim_results = interim_results
-        if is_given(word_timestamps):
-            self._opts.word_timestamps = word_timestamps
-        if is_given(session_config):
-            self._opts.session_config = _checked_session_config(session_config)
+        _apply_options(self._opts, language, interim_results, word_timestamps, session_config)
         for stream in self._streams:
             stream.update_options(
                 language=language,
@@ -322,14 +315,7 @@ class SpeechStream(stt.SpeechStream):
         word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
         session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
     ) -> None:
-        if is_given(language):
-            self._opts.language = _server_language(language)
-        if is_given(interim_results):
-            self._opts.interim_results = interim_results
-        if is_given(word_timestamps):
-            self._opts.word_timestamps = word_timestamps
-        if is_given(session_config):
-            self._opts.session_config = _checked_session_config(session_config)
+        _apply_options(self._opts, language, interim_results, word_timestamps, session_config)
         ws = self._ws
         if ws is not None and not ws.closed:  # the next connection sends the new config anyway
             task = asyncio.create_task(self._send_json(ws, self._opts.config_message()))
@@ -785,6 +771,24 @@ def _server_language(language: str) -> str:
         return base
     logger.warning("emostt (SenseVoice) has no %r hint; detecting the language instead", language)
     return "auto"
+
+
+def _apply_options(
+    opts: STTOptions,
+    language: NotGivenOr[str],
+    interim_results: NotGivenOr[bool],
+    word_timestamps: NotGivenOr[bool],
+    session_config: NotGivenOr[Mapping[str, Any]],
+) -> None:
+    """Set on ``opts`` the options given to ``update_options`` (the STT's and a stream's alike)."""
+    if is_given(language):
+        opts.language = _server_language(language)
+    if is_given(interim_results):
+        opts.interim_results = interim_results
+    if is_given(word_timestamps):
+        opts.word_timestamps = word_timestamps
+    if is_given(session_config):
+        opts.session_config = _checked_session_config(session_config)
 
 
 def _checked_session_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
