@@ -29,6 +29,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_engine():  # type: ignore[no-untyped-def]
+    """The bundled demo model (torch fp32: no state changes while serving), loaded once for the run."""
+    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+
+    return SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
+
+
+@pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soxr
 
-from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.sensevoice import SenseVoiceEngine
 from tests.integration.server import Server, pcm16, running_server, service_settings, stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -35,9 +35,8 @@ def clips() -> list[demo_data.Clip]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    engine = SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
-    with running_server(service_settings(session_defaults={}), engine) as srv:
+def server(demo_engine: SenseVoiceEngine) -> Iterator[Server]:
+    with running_server(service_settings(session_defaults={}), demo_engine) as srv:
         yield srv
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
-from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.sensevoice import SenseVoiceEngine
 from emostt.streaming.mood import MOOD_LABELS
 from tests.integration.server import Server, Transcript, pcm16, running_server, service_settings, stream
 from tests.integration.test_service_stream import check_utterance_flow
@@ -49,9 +49,8 @@ def session_audio(styles: list[str]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    engine = SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
-    with running_server(service_settings(session_defaults={"interim_results": False}), engine) as srv:
+def server(demo_engine: SenseVoiceEngine) -> Iterator[Server]:
+    with running_server(service_settings(session_defaults={"interim_results": False}), demo_engine) as srv:
         yield srv
 
 

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from emostt.audio import read_audio_file
-from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.sensevoice import SenseVoiceEngine
 from tests.conftest import espeak
 from tests.integration.redis_server import RedisServer
 from tests.integration.server import Server, pcm16, running_server, service_settings
@@ -65,8 +65,8 @@ PIPECAT_UPDATE = {
 
 
 @pytest.fixture(scope="module")
-def engine() -> SenseVoiceEngine:
-    return SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
+def engine(demo_engine: SenseVoiceEngine) -> SenseVoiceEngine:
+    return demo_engine
 
 
 def settings(**overrides: Any) -> Any:

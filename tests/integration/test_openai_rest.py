@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from emostt.audio import read_audio_file
 from emostt.inference.engine import Engine, ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.rich_tokens import EMOTION_TOKENS
-from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.sensevoice import SenseVoiceEngine
 from tests.conftest import espeak
 from tests.integration.server import Server, pcm16, running_server, service_settings, stream
 
@@ -58,8 +58,8 @@ def metric(name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def engine() -> SenseVoiceEngine:
-    return SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
+def engine(demo_engine: SenseVoiceEngine) -> SenseVoiceEngine:
+    return demo_engine
 
 
 @pytest.fixture(scope="module")

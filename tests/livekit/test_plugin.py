@@ -34,7 +34,7 @@ from livekit.plugins.emostt import stt as emostt_stt
 from livekit.rtc import AudioFrame
 
 from emostt.audio import read_audio_file
-from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.sensevoice import SenseVoiceEngine
 from tests.integration import server as server_module
 from tests.integration.server import Server, free_port, running_server, service_settings
 
@@ -47,8 +47,8 @@ EV = stt.SpeechEventType
 
 
 @pytest.fixture(scope="module")
-def engine() -> SenseVoiceEngine:
-    return SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
+def engine(demo_engine: SenseVoiceEngine) -> SenseVoiceEngine:
+    return demo_engine
 
 
 def settings(**overrides: Any) -> Any:

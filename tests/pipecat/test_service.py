@@ -102,13 +102,6 @@ def speech(turn_left: np.ndarray, after_s: float = 1.0, seed: int = 0) -> list[I
 
 
 @pytest.fixture(scope="module")
-def demo_engine() -> Engine:
-    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
-
-    return SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
-
-
-@pytest.fixture(scope="module")
 def server(demo_engine: Engine) -> Iterator[Server]:
     with running_server(service_settings(session_defaults={}), demo_engine) as srv:
         yield srv

@@ -11,13 +11,6 @@ from tests.integration.server import Server, running_server, service_settings
 
 
 @pytest.fixture(scope="package")
-def demo_engine() -> Engine:
-    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
-
-    return SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
-
-
-@pytest.fixture(scope="package")
 def server(demo_engine: Engine) -> Iterator[Server]:
     with running_server(service_settings(session_defaults={}), demo_engine) as srv:
         yield srv

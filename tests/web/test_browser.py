@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from emostt.audio import read_audio_file
-from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.inference.sensevoice import SenseVoiceEngine
 from tests.conftest import espeak
 from tests.integration.server import Server, running_server, service_settings
 from tests.web.browser import SETUP_HINT, chromium_path, launch, write_microphone_wav
@@ -50,11 +50,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    engine = SenseVoiceEngine.load("demo", EngineOptions(device="cpu", precision="fp32"))
+def server(demo_engine: SenseVoiceEngine) -> Iterator[Server]:
     # One session at a time: the reconnection test fills the server with one connection.
     settings = service_settings(session_defaults={}, auth_tokens={TOKEN: "*"}, max_connections=1)
-    with running_server(settings, engine) as srv:
+    with running_server(settings, demo_engine) as srv:
         yield srv
 
 
