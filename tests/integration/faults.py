@@ -45,3 +45,23 @@ class FaultyEngine:
         if self.oom_above is not None and len(requests) > self.oom_above:
             raise OutOfMemoryError(f"injected OOM on a batch of {len(requests)}")
         return self.inner.transcribe(requests)
+
+
+class GatedEngine:
+    """Holds every call until the test sets ``release`` (a stuck model); ``entered`` is set by
+    the first call to arrive."""
+
+    def __init__(self, inner: Engine, wait_s: float = 60.0) -> None:
+        self.inner = inner
+        self.wait_s = wait_s
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.inner.info
+
+    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
+        self.entered.set()
+        assert self.release.wait(self.wait_s), "the test never released the engine"
+        return self.inner.transcribe(requests)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +21,10 @@ from openai import OpenAI
 from prometheus_client import REGISTRY
 
 from emostt.audio import read_audio_file
-from emostt.inference.engine import Engine, ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.rich_tokens import EMOTION_TOKENS
 from emostt.inference.sensevoice import SenseVoiceEngine
 from tests.conftest import espeak
+from tests.integration.faults import GatedEngine
 from tests.integration.server import Server, pcm16, running_server, service_settings, stream
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.wav"
@@ -304,24 +303,6 @@ def test_without_tokens_the_endpoint_is_open(engine: SenseVoiceEngine) -> None:
 # -------------------------------------------------------------------------------- load
 
 
-class GatedEngine:
-    """The real engine behind a gate: each call waits until the test opens it."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.inner.info
-
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
-        self.entered.set()
-        assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        return self.inner.transcribe(requests)
-
-
 def wait_for(condition: Any, what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -356,7 +337,7 @@ def test_busy_server_answers_429_and_503_with_retry_after(
         assert busy.value.status_code == 503 and busy.value.response.headers["retry-after"] == "1"
         assert busy.value.response.json()["error"]["code"] == "overloaded"
 
-        gated.gate.set()
+        gated.release.set()
         assert first.result(WAIT_S).text == "turn left"
         assert len(live.result(WAIT_S).of("final")) == 3
 
@@ -382,7 +363,7 @@ def test_a_client_that_leaves_cancels_its_transcription(engine: SenseVoiceEngine
         ) as events:
             assert events.status_code == 200  # headers come at once; the first delta waits for the model
         wait_for(left, "the server to notice the stream's client left")
-        gated.gate.set()
+        gated.release.set()
         wait_for(lambda: srv.get("/readyz").json()["queue_depth"] == 0, "the cancelled segments to go")
         # Both requests gave their slot back (max_file_requests=1).
         assert (

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,9 @@ import pytest
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 
-from emostt.inference.engine import ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 from emostt.transport.state import AppState
-from tests.integration.faults import FaultyEngine
+from tests.integration.faults import FaultyEngine, GatedEngine
 from tests.integration.server import Server, Transcript, pcm16, running_server, service_settings, stream
 
 WAIT_S = 60.0
@@ -105,24 +102,6 @@ def test_drop_gated_finals_are_not_sent_and_are_counted(
         t = asyncio.run(stream(server.ws_url(), pcm16(np.concatenate([silence, speech_16k, silence]))))
     assert t.of("speech_started") and not t.of("final")
     assert metric("emostt_utterances_total", outcome="dropped_gated") - before == len(t.of("speech_started"))
-
-
-class GatedEngine:
-    """Holds every call until ``release`` is set (fault injection: a stuck model)."""
-
-    def __init__(self, inner: SenseVoiceEngine) -> None:
-        self.inner = inner
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.inner.info
-
-    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
-        self.entered.set()
-        self.release.wait(WAIT_S)
-        return self.inner.transcribe(requests)
 
 
 def test_second_signal_ends_the_drain_with_an_error_for_each_unfinished_utterance(
