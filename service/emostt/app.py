@@ -16,20 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
 
-import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
-from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
+from emostt.batching.build import start_batcher
+from emostt.batching.remote import RemoteBatcher
+from emostt.batching.service import BatchService
 from emostt.config import Settings
-from emostt.inference.engine import Engine, TranscriptionRequest
-from emostt.inference.threads import (
-    default_max_batch_size,
-    lower_thread_priority,
-    set_thread_count,
-    worker_plan,
-)
-from emostt.policy.retry import ResilientRunner, RetryConfig
+from emostt.inference.engine import Engine
 from emostt.results.redis_streams import PublisherConfig, ResultsPublisher
 from emostt.streaming.vad import VadBatcher
 from emostt.transport import http, openai_rest, web
@@ -38,20 +32,6 @@ from emostt.transport.state import AppState
 from emostt.transport.ws import stt_endpoint
 
 log = logging.getLogger(__name__)
-
-
-def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
-    """The primary engine (with the optional offline fallback model) and the optional fallback-device copy."""
-    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
-
-    # The server starts serving at once (torch) and switches when the ONNX export is ready.
-    options = settings.engine_options(background_export=True)
-    primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
-    fallback = None
-    if settings.fallback_device:
-        fallback_options = EngineOptions(device=settings.fallback_device, precision="auto", hub=settings.hub)
-        fallback = SenseVoiceEngine.load(primary.info.name, fallback_options)
-    return primary, fallback
 
 
 class DrainingServer(uvicorn.Server):
@@ -72,36 +52,33 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def create_app(settings: Settings, engine: Engine | None = None, fallback: Engine | None = None) -> FastAPI:
-    """Tests pass engines in (fault injection); otherwise they are loaded from ``settings``."""
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    fallback: Engine | None = None,
+    *,
+    remote: RemoteBatcher | None = None,
+) -> FastAPI:
+    """Tests pass engines in (fault injection); otherwise they are loaded from ``settings``.
+    A front-end process passes ``remote``, its link to the process that owns the model."""
     state = AppState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.auth_tokens:
             log.warning("NO AUTH TOKENS CONFIGURED: any client can connect (set EMOSTT_AUTH_TOKENS)")
-        primary, backup = (
-            (engine, fallback) if engine is not None else await asyncio.to_thread(load_engines, settings)
-        )
-        state.runner = ResilientRunner(
-            primary,
-            backup,
-            RetryConfig(
-                max_retries=settings.max_retries,
-                backoff_s=settings.retry_backoff_s,
-                breaker_failures=settings.breaker_failures,
-                breaker_cooldown_s=settings.breaker_cooldown_s,
-            ),
-        )
-        state.batcher = _make_batcher(settings, state.runner, primary)
+        batcher: BatchService
+        if remote is not None:
+            remote.start()  # the model process reports its readiness through it
+            batcher = remote
+        else:
+            batcher = await start_batcher(settings, engine, fallback)
+        state.batcher = batcher
         state.vad = VadBatcher()
-        state.batcher.start()
         state.vad.start()
         state.results = _make_results_publisher(settings)
-        if settings.warmup:
-            await _warm_up(state.batcher)
         state.ready = True
-        log.info("ready", extra={"model": primary.info.name, "device": primary.info.device})
+        log.info("ready", extra={"model": batcher.model.name if batcher.model else "(model process)"})
         try:
             yield
         finally:
@@ -109,7 +86,7 @@ def create_app(settings: Settings, engine: Engine | None = None, fallback: Engin
             if state.results is not None:
                 await state.results.close()  # after the drain: the last finals go out too
             state.vad.stop()
-            await asyncio.to_thread(state.batcher.stop)
+            await asyncio.to_thread(batcher.stop)
 
     app = FastAPI(title="emostt", lifespan=lifespan)
     app.state.emostt = state
@@ -146,60 +123,3 @@ def _make_results_publisher(settings: Settings) -> ResultsPublisher | None:
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory emostt.app:app_from_env``: settings from ``EMOSTT_*``."""
     return create_app(Settings())
-
-
-WARMUP_AUDIO_S = 2.0
-
-
-async def _warm_up(batcher: Batcher) -> None:
-    """Batches on every model worker before reporting ready: one-off set-up costs (allocations,
-    kernel selection) are paid here, not in a session's final. The second round, run the way
-    serving runs, is the first estimate of what a second of audio costs (admission needs one
-    before the first burst of sessions arrives)."""
-    rng = np.random.default_rng(0)
-    audio = (rng.standard_normal(int(WARMUP_AUDIO_S * 16_000)) * 0.01).astype(np.float32)
-    for round_ in range(2):
-        if round_ == 1:
-            batcher.capacity.forget()  # the first round's set-up costs are not serving costs
-        requests = [TranscriptionRequest(audio) for _ in range(batcher.final_workers)]
-        await asyncio.gather(*(batcher.submit(r, is_final=True, session_id="warmup") for r in requests))
-
-
-def _make_batcher(settings: Settings, runner: ResilientRunner, primary: Engine) -> Batcher:
-    plan = worker_plan(
-        primary.info.device, settings.model_workers, settings.threads, settings.partial_workers
-    )
-    log.info(
-        "model workers",
-        extra={
-            "model_workers": plan.workers,
-            "partial_workers": plan.partial_workers,
-            "threads_per_worker": plan.threads_per_worker,
-        },
-    )
-
-    def init_worker(role: WorkerRole) -> None:
-        set_thread_count(plan.threads_per_worker)
-        if role == "partial":
-            lower_thread_priority()
-
-    def max_batch_size() -> int:
-        # Read per batch: the engine may switch backend (torch -> onnx) while serving.
-        return settings.max_batch_size or default_max_batch_size(primary.info.device, primary.info.backend)
-
-    return Batcher(
-        runner,
-        BatcherConfig(
-            workers=plan.workers,
-            partial_workers=plan.partial_workers,
-            max_batch_size=max_batch_size,
-            max_padded_seconds=settings.max_padded_seconds,
-            max_waiting=settings.max_waiting,
-            max_wait_s=settings.batch_wait_ms / 1000,
-            partial_deadline_s=settings.partial_deadline_s,
-            overload_wait_s=settings.overload_wait_s,
-            target_utilization=settings.target_utilization,
-            session_demand_prior=settings.session_demand_prior,
-        ),
-        worker_init=init_worker,
-    )

@@ -15,6 +15,9 @@ from pydantic import ValidationError
 from emostt.errors import EmosttError
 
 if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
     from emostt.config import EngineSettings, Settings
     from emostt.inference.engine import Engine
     from emostt.inference.sensevoice import SenseVoiceEngine
@@ -32,7 +35,13 @@ ENGINE_FLAGS = {
     "backend": "--backend",
     "fallback_model": "--fallback-model",
 }
-SERVE_FLAGS = {**ENGINE_FLAGS, "model_workers": "--model-workers", "host": "--host", "port": "--port"}
+SERVE_FLAGS = {
+    **ENGINE_FLAGS,
+    "model_workers": "--model-workers",
+    "frontend_processes": "--frontends",
+    "host": "--host",
+    "port": "--port",
+}
 
 SettingsT = TypeVar("SettingsT", bound="EngineSettings")
 
@@ -162,15 +171,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def run_server(settings: Settings, engine: Engine | None = None) -> None:
     """What ``emostt serve`` runs, until the server exits. ``engine`` replaces loading
     ``settings.model``; only the bench harness passes one (tools/bench_server.py)."""
-    # Imported once the settings are known to be valid: a refused start-up stays quick.
-    import uvicorn
-
-    from emostt.app import DrainingServer, create_app
+    from emostt.inference.threads import frontend_processes
     from emostt.observability.logging import configure
 
     configure(json_logs=settings.log_json)
-    config = uvicorn.Config(
-        create_app(settings, engine=engine),
+    device = engine.info.device if engine is not None else settings.device
+    count = frontend_processes(device, settings.frontend_processes)
+    if count > 1:
+        # Before the app (and prometheus_client) is imported: metrics are multiprocess from the start.
+        from emostt import frontends
+        from emostt.observability import multiprocess
+
+        status = frontends.serve(settings, count, multiprocess.enable(), engine)
+        if status:
+            raise SystemExit(status)
+        return
+    # Imported once the settings are known to be valid: a refused start-up stays quick.
+    from emostt.app import DrainingServer, create_app
+
+    DrainingServer(server_config(settings, create_app(settings, engine=engine))).run()
+
+
+def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
+    """The uvicorn configuration of ``emostt serve`` (one process or each front-end process)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_message_bytes,
@@ -179,7 +206,6 @@ def run_server(settings: Settings, engine: Engine | None = None) -> None:
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) + 10,
     )
-    DrainingServer(config).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-workers", type=int, default=None, help="model threads (default: one per core on CPU)"
     )
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--frontends",
+        dest="frontend_processes",
+        default=None,
+        help="front-end processes serving the connections, or 'auto' (default: 1 on CPU, several on "
+        "GPU servers with the cores for them)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     model = sub.add_parser("model", help="model dir utilities")

@@ -193,6 +193,12 @@ class Settings(EngineSettings):
     )
 
     # Batching and resilience.
+    frontend_processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description="Processes serving the connections (WebSocket, REST, VAD) and feeding one model "
+        "process that batches across all of them; auto: 1 on CPU, one per two spare cores (up to 8) "
+        "on CUDA. docs/engine.md, 'Front-end processes'.",
+    )
     model_workers: PositiveCount | None = Field(
         None,
         description="Model threads, each running its own batches; default: one per usable core on CPU "

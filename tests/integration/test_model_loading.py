@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostt.app import load_engines
+from emostt.batching.build import load_engines
 from emostt.config import Settings
 from emostt.errors import ModelLoadError
 from emostt.inference.engine import TranscriptionRequest

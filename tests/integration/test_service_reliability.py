@@ -165,7 +165,7 @@ def test_admission_follows_measured_capacity_and_recovers_when_load_ends(
         return {"full": full, "refused": refused, "after": after, "admitted": admitted}
 
     with running_server(settings, slow) as server:
-        capacity = app_state(server).batcher.capacity.capacity_sessions()  # type: ignore[union-attr]
+        capacity = app_state(server).batcher.capacity_sessions()  # type: ignore[union-attr]
         assert capacity is not None and 1.0 <= capacity <= 2.05, capacity
         # Sessions are admitted while one more still fits: floor(capacity) of them.
         result = asyncio.run(scenario(server, math.floor(capacity)))

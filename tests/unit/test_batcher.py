@@ -147,9 +147,9 @@ def test_stale_partials_are_shed_and_the_overload_signal_decays() -> None:
         finals = [submit(batcher, FINAL, final=True) for _ in range(3)]
         partials = [submit(batcher, PARTIAL, final=False) for _ in range(4)]
         await queued()
-        assert batcher.admission(0) is None
+        assert batcher.admission() is None
         clock.now += 1.0  # finals have now waited a second: overload, partials stale
-        assert batcher.admission(0) == "overloaded"
+        assert batcher.admission() == "overloaded"
         assert batcher.partial_interval_scale == 4.0
         call.release.set()
         engine.auto_release = True
@@ -157,9 +157,9 @@ def test_stale_partials_are_shed_and_the_overload_signal_decays() -> None:
         assert all(isinstance(o, Served) for o in outcomes[:4]), "finals are never shed"
         assert all(isinstance(o, Failed) and o.code == "partial_shed" for o in outcomes[4:])
         # The last final waited a second: still overloaded right after, and not 5 s later.
-        assert batcher.admission(0) == "overloaded"
+        assert batcher.admission() == "overloaded"
         clock.now += 5.0
-        assert batcher.admission(0) is None, "the signal decays once finals stop waiting"
+        assert batcher.admission() is None, "the signal decays once finals stop waiting"
         assert batcher.partial_interval_scale == 1.0
 
     asyncio.run(scenario())
@@ -345,7 +345,7 @@ def test_waiting_file_segments_are_never_shed_and_do_not_signal_overload() -> No
         await queued()
         clock.now += 60.0  # far past the partial deadline and the overload wait
         assert not batcher.overloaded(), "files waiting are background work, not live overload"
-        assert batcher.admission(0) is None
+        assert batcher.admission() is None
         engine.auto_release = True
         call.release.set()
         assert all(isinstance(o, Served) for o in await asyncio.gather(running, *files))

@@ -39,7 +39,7 @@ from emostt.batching.capacity import CapacityConfig, CapacityModel
 from emostt.batching.collate import Waiting, pick_batch
 from emostt.batching.outcome import Failed, Outcome
 from emostt.errors import EmosttError
-from emostt.inference.engine import TranscriptionRequest
+from emostt.inference.engine import ModelInfo, TranscriptionRequest
 from emostt.observability import metrics
 from emostt.policy.retry import ResilientRunner
 from emostt.supervision import SupervisedThread, resolve_threadsafe
@@ -91,8 +91,10 @@ class BatcherConfig:
 class _Job:
     request: TranscriptionRequest
     kind: JobKind
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Outcome]
+    # Called once, from a model worker, with the job's outcome; must not block.
+    deliver: Callable[[Outcome], None]
+    # True once nobody wants the outcome (the session went away): dropped before it costs compute.
+    cancelled: Callable[[], bool]
     session_id: str = ""  # or the file request's id
     enqueued: float = 0.0
 
@@ -121,6 +123,7 @@ class Batcher:
         self._running_background = 0  # batches of partials or file segments running, on any worker
         self._last_batch_end = 0.0
         self._recent_wait = (0.0, 0.0)  # (a final's wait in seconds, when its batch started)
+        self._open_sessions = 0
         main_role: WorkerRole = "final" if self.config.partial_workers > 0 else "any"
         self._roles: list[WorkerRole] = [main_role] * max(self.config.workers, 1)
         self._roles += ["partial"] * self.config.partial_workers
@@ -163,6 +166,32 @@ class Batcher:
     def depth(self) -> int:
         return len(self._waiting)
 
+    @property
+    def ready(self) -> bool:
+        """Serving (the app reports ready only after its warm-up batches)."""
+        return not self._stopping
+
+    @property
+    def model(self) -> ModelInfo:
+        """The model serving now (its backend changes when the ONNX export is ready)."""
+        return self.runner.primary.info
+
+    def failure(self) -> str | None:
+        """Why serving cannot recover by itself (a fatal device error, a model worker that keeps
+        crashing): liveness fails. None while healthy."""
+        return self.runner.fatal_error or self.failed
+
+    def set_sessions(self, sessions: int) -> None:
+        """The sessions open now (admission and the capacity model count them)."""
+        self._open_sessions = sessions
+        self.capacity.set_sessions(sessions)
+
+    def open_sessions(self) -> int:
+        return self._open_sessions
+
+    def capacity_sessions(self) -> float | None:
+        return self.capacity.capacity_sessions()
+
     def max_batch_size(self) -> int:
         size = self.config.max_batch_size
         return size() if callable(size) else size
@@ -177,10 +206,10 @@ class Batcher:
         decayed = waited * 0.5 ** ((now - at) / self.config.wait_halflife_s) if at else 0.0
         return max(now - oldest, decayed)
 
-    def admission(self, open_sessions: int) -> str | None:
+    def admission(self) -> str | None:
         """Why one more session must be refused now (an error code), or None to admit it."""
         capacity = self.capacity.capacity_sessions()
-        if capacity is not None and open_sessions + 1 > max(capacity, 1.0):
+        if capacity is not None and self._open_sessions + 1 > max(capacity, 1.0):
             return "overloaded"
         return "overloaded" if self.overloaded() else None
 
@@ -214,7 +243,23 @@ class Batcher:
 
     async def _submit(self, request: TranscriptionRequest, kind: JobKind, session_id: str) -> Outcome:
         loop = asyncio.get_running_loop()
-        job = _Job(request, kind, loop, loop.create_future(), session_id, self._clock())
+        future: asyncio.Future[Outcome] = loop.create_future()
+        deliver = functools.partial(resolve_threadsafe, loop, future)
+        self.enqueue(request, kind, session_id, deliver=deliver, cancelled=future.cancelled)
+        return await future
+
+    def enqueue(
+        self,
+        request: TranscriptionRequest,
+        kind: JobKind,
+        session_id: str,
+        *,
+        deliver: Callable[[Outcome], None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        """Queue one utterance from any thread; ``deliver`` gets its outcome on a model worker.
+        Raises ``BatcherFullError`` or ``BatcherStoppedError`` instead of queueing."""
+        job = _Job(request, kind, deliver, cancelled, session_id, self._clock())
         with self._cond:
             if self._stopping:
                 raise BatcherStoppedError("the server is shutting down")
@@ -223,7 +268,6 @@ class Batcher:
             self._waiting.append(job)
             metrics.QUEUE_DEPTH.set(len(self._waiting))
             self._cond.notify_all()  # workers differ in what they take: let each look
-        return await job.future
 
     def _takes(self, role: WorkerRole) -> tuple[JobKind, ...]:
         """The kinds a worker of this role may take now, most urgent first."""
@@ -262,7 +306,7 @@ class Batcher:
                 self._cond.wait(cfg.max_wait_s)
             self._shed_stale_partials()
             # Cancelled jobs (their session went away) are dropped before they cost compute.
-            self._waiting = [j for j in self._waiting if not j.future.cancelled()]
+            self._waiting = [j for j in self._waiting if not j.cancelled()]
             # The most urgent kind this worker may take; pick_batch then sees one kind only
             # (file segments as finals: no partial padding cap, a segment is up to a final's length).
             kind = next((k for k in self._takes(role) if any(j.kind == k for j in self._waiting)), None)
@@ -289,7 +333,7 @@ class Batcher:
         keep = []
         for job in self._waiting:
             if job.kind == "partial" and now - job.enqueued > self.config.partial_deadline_s:
-                resolve_threadsafe(job.loop, job.future, Failed("partial_shed", "partial dropped", True))
+                job.deliver(Failed("partial_shed", "partial dropped", True))
             else:
                 keep.append(job)
         self._waiting = keep
@@ -310,7 +354,7 @@ class Batcher:
                     )
                     failed = Failed("internal_error", "internal error transcribing this utterance", True)
                     for job in batch:
-                        resolve_threadsafe(job.loop, job.future, failed)
+                        job.deliver(failed)
                     raise
                 finally:
                     with self._cond:
@@ -343,4 +387,4 @@ class Batcher:
                 ",".join(sorted({j.session_id for j, _ in failed})),
             )
         for job, outcome in zip(batch, outcomes, strict=True):
-            resolve_threadsafe(job.loop, job.future, outcome)
+            job.deliver(outcome)

@@ -18,8 +18,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from emostt.audio import Float32Array
-from emostt.batching.batcher import Batcher
 from emostt.batching.outcome import Outcome, Served
+from emostt.batching.service import BatchService
 from emostt.errors import EmosttError
 from emostt.files.segments import Segment
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
@@ -61,7 +61,7 @@ class SegmentResult:
 async def transcribe_segments(
     audio: Float32Array,
     segments: AsyncGenerator[Segment, None],
-    batcher: Batcher,
+    batcher: BatchService,
     options: FileOptions,
     *,
     window: int,

@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -77,6 +78,29 @@ def worker_plan(
     n_workers = workers or cores
     n_partial = 1 if partial_workers is None else partial_workers
     return WorkerPlan(n_workers, n_partial, threads or max(cores // n_workers, 1))
+
+
+# Cores one front-end process uses at full load: its event loop and its VAD thread.
+CORES_PER_FRONTEND = 2
+MAX_AUTO_FRONTENDS = 8
+
+
+def frontend_processes(device: str, configured: int | Literal["auto"]) -> int:
+    """Front-end processes for ``frontend_processes`` (docs/engine.md, "Front-end processes").
+
+    auto: one on CPU (the model workers need every core, and one front end holds more streams
+    than CPU inference serves); on CUDA, one per two cores left after two for the model
+    process (GPU feeding, status, pipes), up to 8: the front end, not the GPU, limits a GPU
+    server's streams.
+    """
+    if configured != "auto":
+        return configured
+    if not device.startswith("cuda") and device != "auto":
+        return 1
+    if device == "auto" and not torch.cuda.is_available():
+        return 1
+    spare = usable_cores() - 2
+    return max(1, min(MAX_AUTO_FRONTENDS, spare // CORES_PER_FRONTEND))
 
 
 DEFAULT_MAX_BATCH_SIZE = 16

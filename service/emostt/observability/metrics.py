@@ -124,27 +124,46 @@ REFUSED_CONNECTIONS = Counter(
     "(auth, origin, limits), 1009 message too big, 1012 restarting, 1013 overloaded or not ready.",
     ["code"],
 )
-ACTIVE_SESSIONS = Gauge("emostt_active_sessions", "Open streaming sessions.")
-QUEUE_DEPTH = Gauge("emostt_batcher_queue_depth", "Utterances waiting in the batcher.")
-CIRCUIT_OPEN = Gauge("emostt_circuit_open", "1 while the primary engine's circuit breaker is open.")
+# multiprocess_mode: how the processes' values combine when front-end processes serve the
+# connections (observability/multiprocess.py); ignored in the one-process server. Gauges that
+# only the model process sets are "livesum" (the front ends' copies stay 0).
+ACTIVE_SESSIONS = Gauge("emostt_active_sessions", "Open streaming sessions.", multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge(
+    "emostt_batcher_queue_depth", "Utterances waiting in the batcher.", multiprocess_mode="livesum"
+)
+CIRCUIT_OPEN = Gauge(
+    "emostt_circuit_open",
+    "1 while the primary engine's circuit breaker is open.",
+    multiprocess_mode="livesum",
+)
 READY = Gauge(
-    "emostt_ready", "1 while /readyz answers 200 (set at every scrape by the same decision), else 0."
+    "emostt_ready",
+    "1 while /readyz answers 200 (set at every scrape by the same decision), else 0.",
+    # The front end a scrape reaches sets it just before exporting: its value is the latest.
+    multiprocess_mode="livemostrecent",
 )
 CAPACITY_SESSIONS = Gauge(
     "emostt_capacity_sessions",
     "Sessions this server can serve at its target utilization, estimated from the measured model "
     "time per audio second and per-session demand (NaN until the first final batch is measured).",
+    multiprocess_mode="livesum",
 )
 SESSION_DEMAND = Gauge(
     "emostt_session_demand_ratio",
     "Final audio seconds submitted per session-second (measured, smoothed; the prior until measured).",
+    multiprocess_mode="livesum",
 )
 MODEL_COST = Gauge(
     "emostt_model_seconds_per_audio_second",
     "Model time per second of final audio on this machine (measured, smoothed).",
+    multiprocess_mode="livesum",
 )
 THREAD_CRASHES = Counter(
     "emostt_thread_crashes_total", "Background threads that crashed and were restarted, by kind.", ["thread"]
+)
+FRONTEND_RESTARTS = Counter(
+    "emostt_frontend_restarts_total",
+    "Front-end processes that exited unexpectedly and were restarted (frontend_processes > 1).",
 )
 SESSIONS_CLOSED = Counter(
     "emostt_sessions_closed_total", "Sessions ended, by reason (closed, idle_timeout, ...).", ["reason"]

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from emostt.batching.batcher import Batcher
 from emostt.batching.outcome import Failed, Outcome, Served
+from emostt.batching.service import BatchService
 from emostt.errors import EmosttError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
@@ -77,7 +77,7 @@ class Session:
     def __init__(
         self,
         session_id: str,
-        batcher: Batcher,
+        batcher: BatchService,
         vad: VadBatcher,
         emit: Emit,
         config: SessionConfig,

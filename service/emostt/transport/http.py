@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from emostt.observability import metrics
+from emostt.observability import metrics, multiprocess
 from emostt.transport.state import AppState
 
 router = APIRouter()
@@ -34,14 +34,14 @@ async def readyz(request: Request) -> JSONResponse:
     are not touched by readiness."""
     state = _state(request)
     readiness = state.readiness()
-    capacity = state.batcher.capacity.capacity_sessions() if state.batcher else None
+    capacity = state.batcher.capacity_sessions() if state.batcher else None
     body = {
         "ready": readiness.ready,
         "reason": readiness.refusal.error if readiness.refusal else None,
         "draining": state.draining,
         "full": readiness.full,
         "model": state.model.__dict__ if state.model else None,
-        "sessions": len(state.connections),
+        "sessions": state.batcher.open_sessions() if state.batcher else len(state.connections),
         "capacity_sessions": round(capacity, 1) if capacity is not None else None,
         "queue_depth": state.batcher.depth if state.batcher else 0,
     }
@@ -53,4 +53,5 @@ async def metrics_endpoint(request: Request) -> Response:
     # Readiness is decided when asked, not tracked: set the gauge from the same decision /readyz
     # makes, so a scrape and a probe at the same moment agree.
     metrics.READY.set(1 if _state(request).readiness().ready else 0)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = multiprocess.exposition() if multiprocess.enabled() else generate_latest()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

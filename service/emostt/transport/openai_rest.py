@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from emostt.audio import SAMPLE_RATE, Float32Array
-from emostt.batching.batcher import Batcher
+from emostt.batching.service import BatchService
 from emostt.config import Settings
 from emostt.errors import EmosttError, InvalidAudioError
 from emostt.files.aggregate import FileSummary, delta, summarize
@@ -104,10 +104,10 @@ def _authenticate(request: Request, settings: Settings) -> str | None:
     return device
 
 
-def _serving(state: AppState) -> tuple[Batcher, VadBatcher]:
+def _serving(state: AppState) -> tuple[BatchService, VadBatcher]:
     if state.draining:
         raise unavailable("shutting_down", "the server is shutting down; retry on another replica")
-    if not state.ready or state.batcher is None or state.vad is None or state.failure():
+    if not state.serving() or state.batcher is None or state.vad is None:
         raise unavailable("not_ready", "the server is not ready; retry later")
     return state.batcher, state.vad
 

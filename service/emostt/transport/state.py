@@ -8,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from emostt.batching.batcher import Batcher
+from emostt.batching.service import BatchService
 from emostt.config import Settings
 from emostt.inference.engine import ModelInfo
 from emostt.observability import metrics
-from emostt.policy.retry import ResilientRunner
 from emostt.results.redis_streams import ResultsPublisher
 from emostt.streaming.vad import VadBatcher
 
@@ -42,8 +41,7 @@ class Readiness:
 @dataclass
 class AppState:
     settings: Settings
-    runner: ResilientRunner | None = None
-    batcher: Batcher | None = None
+    batcher: BatchService | None = None
     vad: VadBatcher | None = None
     results: ResultsPublisher | None = None
     ready: bool = False
@@ -53,17 +51,18 @@ class AppState:
     @property
     def model(self) -> ModelInfo | None:
         """The model serving now (its backend changes when the ONNX export is ready)."""
-        return self.runner.primary.info if self.runner is not None else None
+        return self.batcher.model if self.batcher is not None else None
 
     def admission(self) -> Refusal | None:
         """Why a new session must be refused now, or None to admit it."""
         if self.draining:
             return Refusal(1012, "not_ready", "the server is restarting; reconnect")
-        if not self.ready or self.batcher is None or self.failure():
+        if not self.serving() or self.batcher is None:
             return Refusal(1013, "not_ready", "the server is not ready; retry later")
-        if len(self.connections) >= self.settings.max_connections:
+        # The whole server's sessions: with front-end processes, every process's count.
+        if self.batcher.open_sessions() >= self.settings.max_connections:
             return Refusal(1013, "too_many_connections", "the server is at its connection limit; retry later")
-        if self.batcher.admission(len(self.connections)) is not None:
+        if self.batcher.admission() is not None:
             return Refusal(1013, "overloaded", "the server is at capacity; retry later or elsewhere")
         return None
 
@@ -75,14 +74,15 @@ class AppState:
         ready = refusal is None or (full and not self.settings.readiness_reports_full)
         return Readiness(ready, refusal, full)
 
+    def serving(self) -> bool:
+        """Loaded, warmed and healthy: work may be submitted (draining aside)."""
+        return self.ready and self.batcher is not None and self.batcher.ready and not self.failure()
+
     def failure(self) -> str | None:
         """Why the process cannot recover by itself (liveness fails), or None."""
-        if self.runner is not None and self.runner.fatal_error:
-            return self.runner.fatal_error
-        for part in (self.batcher, self.vad):
-            if part is not None and part.failed:
-                return part.failed
-        return None
+        if self.batcher is not None and (failure := self.batcher.failure()):
+            return failure
+        return self.vad.failed if self.vad is not None else None
 
     def add(self, session_id: str, connection: Drainable) -> None:
         self.connections[session_id] = connection
@@ -95,7 +95,7 @@ class AppState:
     def _sessions_changed(self) -> None:
         metrics.ACTIVE_SESSIONS.set(len(self.connections))
         if self.batcher is not None:
-            self.batcher.capacity.set_sessions(len(self.connections))
+            self.batcher.set_sessions(len(self.connections))
 
     async def drain(self, timeout_s: float, cut_short: Callable[[], bool] = lambda: False) -> None:
         """Stop taking sessions (readiness fails), let open ones finish their finals, close them
