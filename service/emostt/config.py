@@ -30,6 +30,7 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 MAX_TOKEN_CHARS = 4096
 
 # Counts that are "automatic" when left unset; when given, they must be usable.
+MAX_FRONTEND_PROCESSES = 64
 PositiveCount = Annotated[int, Field(ge=1, le=1024)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -193,7 +194,7 @@ class Settings(EngineSettings):
     )
 
     # Batching and resilience.
-    frontend_processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+    frontend_processes: int | Literal["auto"] = Field(
         "auto",
         description="Processes serving the connections (WebSocket, REST, VAD) and feeding one model "
         "process that batches across all of them; auto: 1 on CPU, one per two spare cores (up to 8) "
@@ -328,6 +329,20 @@ class Settings(EngineSettings):
                 f"of max_waiting ({waiting})",
             )
         return value
+
+    @field_validator("frontend_processes", mode="before")
+    @classmethod
+    def _check_frontend_processes(cls, value: object) -> int | Literal["auto"]:
+        if value == "auto":
+            return "auto"
+        try:
+            count = int(str(value))
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_FRONTEND_PROCESSES:
+            problem = f"must be 'auto' or a count from 1 to {MAX_FRONTEND_PROCESSES}, got {value!r}"
+            raise _invalid("invalid_count", problem)
+        return count
 
     @field_validator("fallback_device")
     @classmethod

@@ -53,6 +53,12 @@ def serve(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], flo
             "session_defaults.vad.silnce_duration_ms: Extra inputs are not permitted",
         ),
         (
+            ("--frontends", "0"),
+            {},
+            "emostt: invalid setting frontend_processes (--frontends): must be 'auto' or a count from 1 "
+            "to 64, got '0'",
+        ),
+        (
             ("--port", "70000"),
             {},
             "emostt: invalid setting port (--port): Input should be less than or equal to 65535",

@@ -9,6 +9,7 @@ from emostt.inference.threads import (
     LOW_PRIORITY_NICE,
     cgroup_cpu_limit,
     default_max_batch_size,
+    frontend_processes,
     lower_thread_priority,
     usable_cores,
     worker_plan,
@@ -77,3 +78,11 @@ def test_batches_default_to_one_utterance_only_for_onnx_on_cpu() -> None:
     assert default_max_batch_size("cpu", "onnx") == 1
     assert default_max_batch_size("cpu", "torch") == DEFAULT_MAX_BATCH_SIZE > 1
     assert default_max_batch_size("cuda:0", "torch") == DEFAULT_MAX_BATCH_SIZE
+
+
+def test_one_front_end_process_on_cpu_and_one_per_two_spare_cores_on_cuda() -> None:
+    assert frontend_processes("cpu", "auto", cores=64) == 1, "CPU inference needs the cores"
+    assert frontend_processes("cuda:0", "auto", cores=16) == 7, "two cores for the model process"
+    assert frontend_processes("cuda", "auto", cores=4) == 1
+    assert frontend_processes("cuda", "auto", cores=96) == 8, "capped"
+    assert frontend_processes("cpu", 3, cores=2) == 3, "a configured count is used as is"

@@ -81,11 +81,22 @@ class _Link:
             code: RefusalCode = "overloaded" if isinstance(exc, BatcherFullError) else "shutting_down"
             self._refuse(job.job_id, Refused(code, str(exc)))
 
+    def jobs(self) -> tuple[int, int]:
+        """Jobs in flight, and how many of them were cancelled."""
+        with self._lock:
+            return len(self._in_flight), len(self._cancelled)
+
     def _refuse(self, job_id: int, refusal: Refused) -> None:
         self.channel.send(encode_outcome(OutcomeMessage(job_id, refusal)))
 
     def _is_cancelled(self, job_id: int) -> bool:
-        return job_id in self._cancelled
+        """Asked by the batcher, which drops the job (never delivering it) once this is true."""
+        with self._lock:
+            if job_id not in self._cancelled:
+                return False
+            self._cancelled.discard(job_id)
+            self._in_flight.discard(job_id)
+            return True
 
     def _deliver(self, job_id: int, outcome: Outcome) -> None:
         with self._lock:
@@ -133,6 +144,12 @@ class BatcherHost:
         with self._lock:
             if self._links.get(link.index) is link:
                 del self._links[link.index]
+
+    def jobs(self, index: int) -> tuple[int, int]:
+        """Front end ``index``'s jobs in flight, and how many of them were cancelled."""
+        with self._lock:
+            link = self._links.get(index)
+        return link.jobs() if link is not None else (0, 0)
 
     def stop(self) -> None:
         self._stop.set()

@@ -85,7 +85,7 @@ CORES_PER_FRONTEND = 2
 MAX_AUTO_FRONTENDS = 8
 
 
-def frontend_processes(device: str, configured: int | Literal["auto"]) -> int:
+def frontend_processes(device: str, configured: int | Literal["auto"], cores: int | None = None) -> int:
     """Front-end processes for ``frontend_processes`` (docs/engine.md, "Front-end processes").
 
     auto: one on CPU (the model workers need every core, and one front end holds more streams
@@ -99,7 +99,7 @@ def frontend_processes(device: str, configured: int | Literal["auto"]) -> int:
         return 1
     if device == "auto" and not torch.cuda.is_available():
         return 1
-    spare = usable_cores() - 2
+    spare = (cores if cores is not None else usable_cores()) - 2
     return max(1, min(MAX_AUTO_FRONTENDS, spare // CORES_PER_FRONTEND))
 
 
