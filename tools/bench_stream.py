@@ -180,6 +180,24 @@ def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q))
 
 
+def tree_usage(pid: int) -> tuple[float, float]:
+    """CPU seconds and RSS in MiB of a process and its descendants (the model process and its
+    front-end processes, with --frontends)."""
+    cpu, rss = proc_usage(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return cpu, rss
+    for child in map(int, children):
+        try:
+            child_cpu, child_rss = tree_usage(child)
+        except (OSError, StopIteration):  # exited meanwhile
+            continue
+        cpu += child_cpu
+        rss += child_rss
+    return cpu, rss
+
+
 def proc_usage(pid: int) -> tuple[float, float]:
     """CPU seconds (user+system) and RSS in MiB of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -277,6 +295,7 @@ def start_server(
         **({} if batching is None else {"EMOSTT_MAX_BATCH_SIZE": str(args.max_batch if batching else 1)}),
         "EMOSTT_MAX_CONNECTIONS": "4096",
         **({"EMOSTT_MODEL_WORKERS": str(args.workers)} if args.workers else {}),
+        **({"EMOSTT_FRONTEND_PROCESSES": str(args.frontends)} if args.frontends else {}),
         "EMOSTT_LOG_JSON": "true",
         "EMOSTT_SESSION_DEFAULTS": json.dumps(
             {"interim_results": args.partials == "on", "vad": {"silence_duration_ms": SILENCE_MS}}
@@ -341,7 +360,7 @@ def run_one(
         streams = [make_stream(pool, args.duration, rng) for _ in range(sessions)]
         logs = [DeviceLog() for _ in range(sessions)]
         delays = [args.ramp_s * i / sessions for i in range(sessions)]
-        cpu0, _ = proc_usage(server.pid)
+        cpu0, _ = tree_usage(server.pid)
         client_cpu0 = client_cpu_seconds()
         t0 = time.perf_counter()
         profiler = None
@@ -369,7 +388,7 @@ def run_one(
                     for index, log in zip(range(sessions)[part], part_logs, strict=True):
                         logs[index] = log
         wall = time.perf_counter() - t0
-        cpu1, rss = proc_usage(server.pid)
+        cpu1, rss = tree_usage(server.pid)
         stages = profiler.result(sessions) if profiler is not None else None
         client_cpu1 = client_cpu_seconds()
         finals = [f for log in logs for f in log.finals]
@@ -392,6 +411,7 @@ def run_one(
         "batching": batching,
         "backend": backend,
         "partials": args.partials,
+        "frontends": args.frontends,
         "utterances": len(finals),
         "refused_sessions": sessions - len(admitted),
         "missing_finals": missing,
@@ -554,6 +574,9 @@ def main() -> None:
     parser.add_argument("--partials", choices=["on", "off"], default="on")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="model workers (default: the server's)")
+    parser.add_argument(
+        "--frontends", type=int, default=None, help="front-end processes (default: the server's own choice)"
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of audio per device")
     parser.add_argument(
         "--client-processes",
@@ -563,6 +586,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.profile and args.frontends and args.frontends > 1:
+        parser.error("--profile samples one server process: use it with --frontends 1")
     if args.client_cpus:
         os.sched_setaffinity(0, args.client_cpus)  # the load generator's processes inherit it
     # Hundreds of sockets on each side of one machine: lift the soft limit on open files.

@@ -11,6 +11,7 @@
 #   engine-extra  fp32 (fewer cells), torch.compile (fp16, bucketed)   -> engine-cuda-fp32.json, -compile.json
 #   streams       bench_stream on CUDA, N = 100 250 500 1000           -> stream-cuda.json
 #   frontend      bench_stream with the instant engine, py-spy by stage -> stream-frontend.json, profile/
+#   frontends     the instant engine on 8 server cores, 1 vs 4 front-end processes -> stream-frontends-gpu.json
 #
 # Every step sets up first (idempotent: a warm machine skips what is done). The venv sees the
 # machine's torch, torchaudio, onnxruntime, numpy and sentencepiece (--system-site-packages) and
@@ -21,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 OUT=${1:?usage: run_gpu_checklist.sh OUT_DIR STEP}
-STEP=${2:?usage: run_gpu_checklist.sh OUT_DIR setup|tests|engine|engine-extra|streams|frontend}
+STEP=${2:?usage: run_gpu_checklist.sh OUT_DIR setup|tests|engine|engine-extra|streams|frontend|frontends}
 BUNDLE=${BUNDLE_DIR:-.gpu-bundle}
 VENV=${GPU_VENV:-/tmp/emostt-gpu-venv}
 MODEL=${GPU_FULL_MODEL:-/tmp/sv-full}
@@ -145,6 +146,18 @@ step_frontend() {
         --profile "$OUT/profile" --out "$OUT/stream-frontend.json" 2>&1 | tee "$OUT/stream-frontend.log"
 }
 
+step_frontends() {
+    # Streams per server with the connections spread over front-end processes (docs/engine.md,
+    # "Front-end processes"): the same 8 server cores with 1 and with 4 front ends.
+    for n in 1 4; do
+        log "bench_stream instant, $n front-end process(es) on cores 0-7"
+        bounded 270 "$PY" tools/bench_stream.py --model instant --device cuda --frontends "$n" \
+            --sessions 500 1000 --duration 30 --ramp-s 5 \
+            --client-processes 8 --server-cpus 0-7 --client-cpus 8-15 --clips "$CLIPS" \
+            --out "$OUT/stream-frontends-$n-gpu.json" 2>&1 | tee "$OUT/stream-frontends-$n.log"
+    done
+}
+
 setup
 case $STEP in
 setup) ;;
@@ -153,6 +166,7 @@ engine) step_engine ;;
 engine-extra) step_engine_extra ;;
 streams) step_streams ;;
 frontend) step_frontend ;;
+frontends) step_frontends ;;
 *)
     echo "unknown step $STEP" >&2
     exit 2

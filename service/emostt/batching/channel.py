@@ -51,9 +51,12 @@ class Channel:
         if self._sender.is_alive():
             self._sender.join(timeout)
         # Wake the reader blocked in recv (closing the fd alone would not on Linux).
-        with contextlib.suppress(OSError), socket.socket(fileno=self._conn.fileno()) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-            sock.detach()  # the Connection owns the fd
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=self._conn.fileno())
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.detach()  # the Connection owns the fd
         if self._reader.is_alive() and self._reader is not threading.current_thread():
             self._reader.join(timeout)
         self._conn.close()
