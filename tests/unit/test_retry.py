@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,3 +98,32 @@ def test_fatal_device_errors_mark_the_runner() -> None:
     runner = ResilientRunner(Dead("d"), sleep=lambda s: None)
     assert isinstance(runner.run(requests(1))[0], Failed)
     assert runner.fatal_error is not None and "illegal memory access" in runner.fatal_error
+
+
+class HoldsActivations(Scripted):
+    """Out of memory above ``max_ok`` with a large array alive in the failing call's frame (on a
+    GPU: the activations of the attempt that ran out). Records whether that array still
+    existed when the split halves ran."""
+
+    def __init__(self, max_ok: int) -> None:
+        super().__init__("holds", max_ok)
+        self.failed_attempt: list[weakref.ref[np.ndarray]] = []
+        self.alive_during_split: list[bool] = []
+
+    def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
+        self.alive_during_split += [ref() is not None for ref in self.failed_attempt]
+        if len(requests) > self.max_ok:
+            activations = np.ones(1_000_000, dtype=np.float32)
+            self.failed_attempt.append(weakref.ref(activations))
+            raise OutOfMemoryError("oom")
+        return super().transcribe(requests)
+
+
+def test_an_out_of_memory_batch_is_split_only_after_the_failed_attempt_is_released() -> None:
+    engine = HoldsActivations(max_ok=2)
+    outcomes = ResilientRunner(engine).run(requests(8))
+    assert all(isinstance(o, Served) for o in outcomes)
+    assert engine.failed_attempt, "the batch ran out of memory first"
+    assert engine.alive_during_split and not any(engine.alive_during_split), (
+        "the halves ran while a failed attempt's memory was still referenced"
+    )

@@ -74,14 +74,13 @@ class ResilientRunner:
         cfg = self.config
         attempt = 0
         while True:
+            out_of_memory = False
             try:
                 return [Served(r) for r in self.primary.transcribe(requests)]
             except OutOfMemoryError:
                 if len(requests) == 1:
                     raise
-                metrics.RETRIES.labels("oom_split").inc()
-                half = len(requests) // 2
-                return self._run_primary(requests[:half]) + self._run_primary(requests[half:])
+                out_of_memory = True
             except InvalidAudioError:
                 if len(requests) == 1:
                     return [Failed(InvalidAudioError.code, "audio rejected by the model", False)]
@@ -105,6 +104,12 @@ class ResilientRunner:
                 metrics.RETRIES.labels("error").inc()
                 self._sleep(min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s))
                 attempt += 1
+            if out_of_memory:
+                # Split only once the except block is left: until then the exception's traceback
+                # keeps the failed attempt's frames alive, and on a GPU the tensors they hold.
+                metrics.RETRIES.labels("oom_split").inc()
+                half = len(requests) // 2
+                return self._run_primary(requests[:half]) + self._run_primary(requests[half:])
 
     def _run_fallback(self, requests: Sequence[TranscriptionRequest], why: str) -> list[Outcome]:
         assert self.fallback is not None
