@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 
+from emostt.batching.slots import FrontendSlots
 from emostt.config import Settings
 from emostt.inference.engine import Engine
 
@@ -49,7 +50,6 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
     """Run the model process with ``count`` front ends until a signal ends it; the exit status."""
     from emostt.batching.build import start_batcher
     from emostt.batching.host import BatcherHost
-    from emostt.batching.slots import FrontendSlots
     from emostt.observability import metrics, multiprocess
 
     ctx = multiprocessing.get_context("spawn")
@@ -142,16 +142,14 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
 
 
 def frontend_main(
-    settings: Settings, index: int, sock: socket.socket, conn: Connection, slots: object
+    settings: Settings, index: int, sock: socket.socket, conn: Connection, slots: FrontendSlots
 ) -> None:
     """A front-end process: the app on the shared socket, its model work sent to the parent."""
     from emostt.app import DrainingServer, create_app
     from emostt.batching.remote import RemoteBatcher
-    from emostt.batching.slots import FrontendSlots
     from emostt.cli import server_config
     from emostt.observability.logging import configure
 
-    assert isinstance(slots, FrontendSlots)
     os.setpgrp()  # signals come from the model process only (see the module doc)
     configure(json_logs=settings.log_json)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from emostt.audio import SAMPLE_RATE
-from emostt.batching.capacity import CapacityConfig, CapacityModel
+from emostt.batching.capacity import CapacityConfig, CapacityModel, session_refusal
 from emostt.batching.collate import Waiting, pick_batch
 from emostt.batching.outcome import Failed, Outcome
 from emostt.errors import EmosttError
@@ -123,7 +123,6 @@ class Batcher:
         self._running_background = 0  # batches of partials or file segments running, on any worker
         self._last_batch_end = 0.0
         self._recent_wait = (0.0, 0.0)  # (a final's wait in seconds, when its batch started)
-        self._open_sessions = 0
         main_role: WorkerRole = "final" if self.config.partial_workers > 0 else "any"
         self._roles: list[WorkerRole] = [main_role] * max(self.config.workers, 1)
         self._roles += ["partial"] * self.config.partial_workers
@@ -183,11 +182,10 @@ class Batcher:
 
     def set_sessions(self, sessions: int) -> None:
         """The sessions open now (admission and the capacity model count them)."""
-        self._open_sessions = sessions
         self.capacity.set_sessions(sessions)
 
     def open_sessions(self) -> int:
-        return self._open_sessions
+        return self.capacity.sessions
 
     def capacity_sessions(self) -> float | None:
         return self.capacity.capacity_sessions()
@@ -208,10 +206,7 @@ class Batcher:
 
     def admission(self) -> str | None:
         """Why one more session must be refused now (an error code), or None to admit it."""
-        capacity = self.capacity.capacity_sessions()
-        if capacity is not None and self._open_sessions + 1 > max(capacity, 1.0):
-            return "overloaded"
-        return "overloaded" if self.overloaded() else None
+        return session_refusal(self.open_sessions(), self.capacity.capacity_sessions(), self.overloaded())
 
     def overloaded(self) -> bool:
         """Live finals already wait too long, or the waiting list is nearly full: new work

@@ -37,6 +37,14 @@ class CapacityConfig:
     halflife_s: float = 60.0
 
 
+def session_refusal(open_sessions: int, capacity: float | None, overloaded: bool) -> str | None:
+    """Why one more session must be refused (an error code), or None to admit it: the open
+    sessions already fill the measured capacity, or live finals already wait too long."""
+    if capacity is not None and open_sessions + 1 > max(capacity, 1.0):
+        return "overloaded"
+    return "overloaded" if overloaded else None
+
+
 class CapacityModel:
     def __init__(self, config: CapacityConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -79,6 +87,11 @@ class CapacityModel:
             self._advance()
             self._sessions = sessions
         self._publish()
+
+    @property
+    def sessions(self) -> int:
+        """The sessions open now, as last set."""
+        return self._sessions
 
     @property
     def cost(self) -> float | None:

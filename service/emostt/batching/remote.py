@@ -21,12 +21,12 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from emostt.batching.batcher import BatcherFullError, BatcherStoppedError
+from emostt.batching.batcher import BatcherFullError, BatcherStoppedError, JobKind
+from emostt.batching.capacity import session_refusal
 from emostt.batching.channel import Channel
 from emostt.batching.outcome import Failed, Outcome
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (
-    JobKind,
     JobMessage,
     OutcomeMessage,
     Refused,
@@ -102,10 +102,7 @@ class RemoteBatcher:
         return self._status.capacity_sessions if self._status is not None else None
 
     def admission(self) -> str | None:
-        capacity = self.capacity_sessions()
-        if capacity is not None and self.open_sessions() + 1 > max(capacity, 1.0):
-            return "overloaded"
-        return "overloaded" if self.overloaded() else None
+        return session_refusal(self.open_sessions(), self.capacity_sessions(), self.overloaded())
 
     def overloaded(self) -> bool:
         return self._status is not None and self._status.overloaded

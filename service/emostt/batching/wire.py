@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from emostt.batching.batcher import JobKind
 from emostt.batching.outcome import Failed, Outcome, Served
 from emostt.inference.engine import (
     Distribution,
@@ -31,7 +32,6 @@ from emostt.inference.engine import (
     Word,
 )
 
-JobKind = Literal["final", "partial", "file"]
 RefusalCode = Literal["overloaded", "shutting_down"]
 _HEADER_LEN = struct.Struct("<I")
 
