@@ -88,7 +88,7 @@ def measure_workers(
     engine: SenseVoiceEngine, workers: int, batch: int, seconds: float, min_time: float
 ) -> dict[str, Any]:
     """``workers`` threads, one torch thread each, running batches side by side (the server's
-    CPU layout: see emostt.inference.threads)."""
+    CPU layout: see emostt.server.planning)."""
     requests = [TranscriptionRequest(speech_like(seconds, seed=i)) for i in range(batch)]
     calls = [0] * workers
     barrier = threading.Barrier(workers + 1)

@@ -21,9 +21,9 @@ import argparse
 import ipaddress
 import sys
 
-from emostt.cli import run_server
 from emostt.config import Settings
 from emostt.inference.instant import INSTANT_MODEL_NAME, InstantEngine
+from emostt.server.run import run_server
 
 
 def loopback(host: str) -> str:

@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data
 import stage_profile
 import stream_lag
-from emostt.streaming.segmenter import EndpointConfig
+from emostt.vocabulary.session_config import EndpointConfig
 
 FRAME_S = 0.1
 CHUNK_SAMPLES = int(16000 * FRAME_S)

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES, TRAILING_PADDING_MS, EndpointConfig
+from emostt.streaming.segmenter import TRAILING_PADDING_MS
+from emostt.vocabulary import VAD_FRAME_MS, VAD_FRAME_SAMPLES
+from emostt.vocabulary.session_config import EndpointConfig
 
 
 def endpoint_delay_frames(config: EndpointConfig) -> int:
@@ -41,12 +43,12 @@ def decided_at_sample(
     kind: str, audio_end_ms: int, end_reason: str | None, delay_frames: int, total_samples: int
 ) -> int:
     """The number of samples the server needed before it could send this event."""
-    end_frame = audio_end_ms // FRAME_MS  # events carry frame boundaries: end_frame x 32 ms
+    end_frame = audio_end_ms // VAD_FRAME_MS  # events carry frame boundaries: end_frame x 32 ms
     if kind == "final" and end_reason == "silence":
         end_frame += delay_frames
     elif kind == "final" and end_reason != "max_length":
         return total_samples  # finalize / close: after the last audio
-    return min(end_frame * FRAME_SAMPLES, total_samples)
+    return min(end_frame * VAD_FRAME_SAMPLES, total_samples)
 
 
 def available_at(sent_at: Sequence[float], samples: int, chunk_samples: int) -> float:

@@ -10,9 +10,7 @@ import soundfile as sf
 import soxr
 
 from emostt.errors import InvalidAudioError
-
-SAMPLE_RATE = 16_000
-SUPPORTED_INPUT_RATES = (8_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
+from emostt.vocabulary import SAMPLE_RATE
 
 Float32Array = npt.NDArray[np.float32]
 

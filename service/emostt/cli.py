@@ -12,14 +12,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_args
 import orjson
 from pydantic import ValidationError
 
-from emostt.errors import EmosttError
+from emostt.errors import EmosttError, validation_problem_list
 
 if TYPE_CHECKING:
-    import uvicorn
-    from fastapi import FastAPI
-
-    from emostt.config import EngineSettings, Settings
-    from emostt.inference.engine import Engine
+    from emostt.config import EngineSettings
     from emostt.inference.sensevoice import SenseVoiceEngine
 
 MAX_FILE_SECONDS = 30.0
@@ -56,11 +52,10 @@ class InvalidSettingsError(Exception):
 
     def report(self) -> None:
         """``emostt: invalid setting <field> (<flag or EMOSTT_ variable>): <problem>``; never the value."""
-        for problem in self.error.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else "settings"
-            name = ".".join([field, *map(str, problem["loc"][1:])])
+        for name, problem in validation_problem_list(self.error, "settings"):
+            field = name.partition(".")[0]
             source = self.flags.get(field) or f"EMOSTT_{field.upper()}"
-            sys.stderr.write(f"emostt: invalid setting {name} ({source}): {problem['msg']}\n")
+            sys.stderr.write(f"emostt: invalid setting {name} ({source}): {problem}\n")
 
 
 def _settings_from_args(cls: type[SettingsT], args: argparse.Namespace, flags: dict[str, str]) -> SettingsT:
@@ -83,7 +78,7 @@ def _device(value: str) -> str:
 
 def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     """The model flags shared by transcribe and serve; closed sets are argparse choices."""
-    from emostt.config import Backend, Hub, Precision
+    from emostt.vocabulary import Backend, Hub, Precision
 
     parser.add_argument("--model", help="hub id, model dir, or bundled name (default iic/SenseVoiceSmall)")
     parser.add_argument("--hub", choices=get_args(Hub), help="model hub (default ms)")
@@ -103,9 +98,10 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 def _engine_from_settings(settings: EngineSettings) -> SenseVoiceEngine:
     from emostt.inference.sensevoice import SenseVoiceEngine
+    from emostt.server.engines import engine_options
 
     return SenseVoiceEngine.load_with_fallback(
-        settings.model, settings.fallback_model, settings.engine_options()
+        settings.model, settings.fallback_model, engine_options(settings)
     )
 
 
@@ -121,9 +117,10 @@ def _format_result(name: str, result: dict[str, Any]) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from emostt.audio import SAMPLE_RATE, read_audio_file
+    from emostt.audio import read_audio_file
     from emostt.config import EngineSettings
     from emostt.inference.engine import TranscriptionRequest
+    from emostt.vocabulary import SAMPLE_RATE
 
     settings = _settings_from_args(EngineSettings, args, ENGINE_FLAGS)
     requests = []
@@ -163,49 +160,10 @@ def cmd_make_random(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from emostt.config import Settings
+    from emostt.server.run import run_server
 
     run_server(_settings_from_args(Settings, args, SERVE_FLAGS))
     return 0
-
-
-def run_server(settings: Settings, engine: Engine | None = None) -> None:
-    """What ``emostt serve`` runs, until the server exits. ``engine`` replaces loading
-    ``settings.model``; only the bench harness passes one (tools/bench_server.py)."""
-    from emostt.inference.threads import frontend_processes
-    from emostt.observability.logging import configure
-
-    configure(json_logs=settings.log_json)
-    device = engine.info.device if engine is not None else settings.device
-    count = frontend_processes(device, settings.frontend_processes)
-    if count > 1:
-        # Before the app (and prometheus_client) is imported: metrics are multiprocess from the start.
-        from emostt import frontends
-        from emostt.observability import multiprocess
-
-        status = frontends.serve(settings, count, multiprocess.enable(), engine)
-        if status:
-            raise SystemExit(status)
-        return
-    # Imported once the settings are known to be valid: a refused start-up stays quick.
-    from emostt.app import DrainingServer, create_app
-
-    DrainingServer(server_config(settings, create_app(settings, engine=engine))).run()
-
-
-def server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
-    """The uvicorn configuration of ``emostt serve`` (one process or each front-end process)."""
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=settings.max_message_bytes,
-        ws_ping_interval=settings.ws_ping_interval_s,
-        ws_ping_timeout=settings.ws_ping_timeout_s,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 10,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from emostt.inference.model_source import DEFAULT_MODEL
-from emostt.streaming.protocol import SessionConfig
-from emostt.transport.auth import DEVICE_ID
-
-if TYPE_CHECKING:
-    from emostt.inference.sensevoice import EngineOptions
-
-Hub = Literal["ms", "hf"]
-Precision = Literal["auto", "fp32", "int8", "fp16", "bf16"]
-Backend = Literal["auto", "torch", "onnx"]
+from emostt.errors import validation_problems
+from emostt.vocabulary import DEFAULT_MODEL, DEVICE_ID, DEVICE_ID_RULE, Backend, Hub, Precision
+from emostt.vocabulary.session_config import SessionConfig
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -95,21 +88,6 @@ class EngineSettings(BaseSettings):
     @classmethod
     def _check_device(cls, value: str) -> str:
         return check_device("device", value)
-
-    def engine_options(self, *, background_export: bool = False) -> EngineOptions:
-        """How ``SenseVoiceEngine.load`` should load ``model`` under these settings."""
-        from emostt.inference.sensevoice import EngineOptions  # torch: only when a model loads
-
-        return EngineOptions(
-            device=self.device,
-            precision=self.precision,
-            hub=self.hub,
-            threads=self.threads,
-            load_timeout_s=self.load_timeout_s,
-            backend=self.backend,
-            onnx_cache_dir=self.onnx_cache_dir,
-            background_export=background_export,
-        )
 
 
 class Settings(EngineSettings):
@@ -357,22 +335,14 @@ class Settings(EngineSettings):
         try:
             SessionConfig.model_validate(value)
         except ValidationError as exc:
-            raise _invalid("invalid_session_defaults", session_config_problems(exc)) from None
+            problems = validation_problems(exc, "session_defaults", prefixed=True)
+            raise _invalid("invalid_session_defaults", problems) from None
         return value
 
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _check_auth_tokens(cls, value: object) -> object:
         return secret_token_table(value) if isinstance(value, Mapping) else value
-
-
-def session_config_problems(exc: ValidationError) -> str:
-    """``session_defaults.<nested field>: <problem>`` for each problem, joined with '; '."""
-    problems = []
-    for error in exc.errors():
-        path = ".".join(["session_defaults", *map(str, error["loc"])])
-        problems.append(f"{path}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(problems)
 
 
 def secret_token_table(table: Mapping[Any, Any]) -> dict[SecretStr, str]:
@@ -397,8 +367,7 @@ def secret_token_table(table: Mapping[Any, Any]) -> dict[SecretStr, str]:
         if device != "*" and not DEVICE_ID.fullmatch(device):
             raise _invalid(
                 "invalid_auth_tokens",
-                f"{where} is bound to an invalid device id: it must be '*' or 1-64 characters of "
-                "A-Z a-z 0-9 . _ : - (starting with a letter or digit)",
+                f"{where} is bound to an invalid device id: it must be '*' or {DEVICE_ID_RULE}",
             )
         checked[SecretStr(token)] = device
     return checked

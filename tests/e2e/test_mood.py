@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from emostt.inference.sensevoice import SenseVoiceEngine
-from emostt.streaming.mood import MOOD_LABELS
+from emostt.vocabulary.labels import MOOD_LABELS
 from tests.integration.server import Server, Transcript, pcm16, running_server, service_settings, stream
 from tests.integration.test_service_stream import check_utterance_flow
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from prometheus_client import REGISTRY
 
-from emostt.batching.outcome import Served
+from emostt.policy.outcome import Served
 from emostt.inference.engine import TranscriptionRequest
 from emostt.policy.retry import ResilientRunner
 from tests.gpu.conftest import NEEDS_CUDA, EngineFactory

@@ -18,9 +18,9 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from emostt.app import DrainingServer, create_app
 from emostt.config import Settings
 from emostt.inference.engine import Engine
+from emostt.server.app import DrainingServer, create_app
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ def test_only_the_bench_entry_point_selects_it() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, emostt.cli, emostt.app, emostt.config; "
+            "import sys, emostt.cli, emostt.server.app, emostt.config; "
             "print('emostt.inference.instant' in sys.modules)",
         ],
         capture_output=True,

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostt.batching.build import load_engines
 from emostt.config import Settings
 from emostt.errors import ModelLoadError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.inference.modeldir import SIZES, ModelSize, write_model_dir
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+from emostt.server.engines import load_engines
 
 CPU = EngineOptions(device="cpu", precision="fp32")
 

@@ -28,7 +28,7 @@ from emostt.inference.engine import (
 )
 from emostt.inference.rich_tokens import EMOTION_TOKENS, EVENT_TOKENS, LANGUAGE_TOKENS
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
-from emostt.streaming.mood import MOOD_LABELS
+from emostt.vocabulary.labels import MOOD_LABELS
 from tests.conftest import espeak
 from tests.integration.server import Server, Transcript, pcm16, running_server, service_settings, stream
 from tests.integration.test_service_stream import check_utterance_flow

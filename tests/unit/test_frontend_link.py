@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from emostt.batching.batcher import Batcher, BatcherConfig, BatcherFullError
 from emostt.batching.host import BatcherHost
-from emostt.batching.outcome import Failed, Served
+from emostt.policy.outcome import Failed, Served
 from emostt.batching.remote import RemoteBatcher
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (

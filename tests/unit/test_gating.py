@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emostt.inference.engine import Distribution, TranscriptionResult
-from emostt.policy.gating import GatingConfig, gate_reasons
+from emostt.policy.gating import gate_reasons
+from emostt.vocabulary.session_config import GatingConfig
 
 prob = st.floats(0, 1)
 

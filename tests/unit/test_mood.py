@@ -9,17 +9,11 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from emostt.errors import InvalidConfigError
 from emostt.inference.engine import Distribution, TranscriptionResult
-from emostt.streaming.mood import (
-    BASELINE,
-    MAX_WEIGHT_S,
-    MOOD_LABELS,
-    PRIOR_WEIGHT,
-    EmotionChange,
-    MoodConfig,
-    MoodTracker,
-)
-from emostt.streaming.protocol import InvalidConfigError, SessionConfig
+from emostt.streaming.mood import BASELINE, MAX_WEIGHT_S, PRIOR_WEIGHT, EmotionChange, MoodTracker
+from emostt.vocabulary.labels import MOOD_LABELS
+from emostt.vocabulary.session_config import MoodConfig, SessionConfig
 
 ALL_LABELS = (*MOOD_LABELS, "unknown")
 label = st.sampled_from(MOOD_LABELS)

@@ -4,16 +4,9 @@ import base64
 
 import pytest
 
-from emostt.streaming.protocol import (
-    Audio,
-    Configure,
-    Control,
-    InvalidConfigError,
-    ProtocolError,
-    SessionConfig,
-    UnknownMessageError,
-    parse_text,
-)
+from emostt.errors import InvalidConfigError, ProtocolError, UnknownMessageError
+from emostt.streaming.protocol import Audio, Configure, Control, parse_text
+from emostt.vocabulary.session_config import SessionConfig
 
 
 def test_audio_formats() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from emostt.streaming.protocol import SessionConfig
 from emostt.transport.realtime_config import RealtimeRequestError, RealtimeView, parse_update, render
+from emostt.vocabulary.session_config import SessionConfig
 
 CONFIG = SessionConfig(sample_rate=24_000)
 VIEW = RealtimeView(id="sess_1", beta=False, transcription={"model": "demo", "language": None, "prompt": ""})

@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emostt.streaming.protocol import SessionConfig
 from emostt.transport.openai_realtime import CLIENT_EVENTS
 from emostt.transport.realtime_config import RealtimeRequestError, RealtimeView
 from emostt.transport.realtime_events import Translator, stable_prefix
+from emostt.vocabulary.session_config import SessionConfig
 
 CONFIG = SessionConfig(sample_rate=24_000).model_dump()
 SCORES = {"label": "neutral", "scores": {"neutral": 0.8, "happy": 0.2}}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emostt.batching.outcome import Failed, Served
+from emostt.policy.outcome import Failed, Served
 from emostt.errors import InvalidAudioError, OutOfMemoryError
 from emostt.inference.engine import Distribution, ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.policy.retry import ResilientRunner, RetryConfig

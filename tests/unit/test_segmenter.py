@@ -23,15 +23,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from emostt.streaming.segmenter import (
-    FRAME_MS,
     TRAILING_PADDING_MS,
-    EndpointConfig,
     EndReason,
     Segmenter,
     SegmentEvent,
     SpeechEnded,
     SpeechStarted,
 )
+from emostt.vocabulary import VAD_FRAME_MS
+from emostt.vocabulary.session_config import EndpointConfig
 
 # At least the loaded profile's example count, so HYPOTHESIS_PROFILE=stress searches further.
 PROPERTY = settings(max_examples=max(120, settings.default.max_examples), deadline=None)
@@ -70,7 +70,7 @@ def ended(emitted: Sequence[Emitted]) -> list[SpeechEnded]:
 
 
 def frames(ms: int) -> int:
-    return math.ceil(ms / FRAME_MS)
+    return math.ceil(ms / VAD_FRAME_MS)
 
 
 def onset_frames(cfg: EndpointConfig) -> int:
@@ -617,8 +617,8 @@ def test_config_accepts_range_bounds(kwargs: dict[str, Any]) -> None:
 @given(st.integers(min_value=0, max_value=30_000))
 def test_frames_rounds_milliseconds_up(ms: int) -> None:
     n = EndpointConfig().frames(ms)
-    assert n * FRAME_MS >= ms
-    assert (n - 1) * FRAME_MS < ms or n == 0
+    assert n * VAD_FRAME_MS >= ms
+    assert (n - 1) * VAD_FRAME_MS < ms or n == 0
 
 
 # --------------------------------------------------------------------------- 8. determinism

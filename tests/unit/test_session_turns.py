@@ -11,15 +11,16 @@ import numpy as np
 import numpy.typing as npt
 
 from emostt.batching.batcher import Batcher
-from emostt.batching.outcome import Outcome, Served
+from emostt.policy.outcome import Outcome, Served
 from emostt.inference.engine import Distribution, TranscriptionRequest, TranscriptionResult
 from emostt.streaming import events
-from emostt.streaming.protocol import Audio, Control, SessionConfig
-from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES
+from emostt.streaming.protocol import Audio, Control
 from emostt.streaming.session import Session
 from emostt.streaming.vad import VadBatcher, VadStream
+from emostt.vocabulary import VAD_FRAME_MS, VAD_FRAME_SAMPLES
+from emostt.vocabulary.session_config import SessionConfig
 
-FRAME_BYTES = FRAME_SAMPLES * 2  # 16 kHz PCM16
+FRAME_BYTES = VAD_FRAME_SAMPLES * 2  # 16 kHz PCM16
 
 
 class ScriptedVad:
@@ -58,8 +59,8 @@ class RecordingBatcher:
 
 
 def pcm(ms: int, speech: bool) -> bytes:
-    frames = ms // FRAME_MS
-    samples = np.full(frames * FRAME_SAMPLES, 1000 if speech else 0, dtype="<i2")
+    frames = ms // VAD_FRAME_MS
+    samples = np.full(frames * VAD_FRAME_SAMPLES, 1000 if speech else 0, dtype="<i2")
     return samples.tobytes()
 
 

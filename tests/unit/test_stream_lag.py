@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from emostt.streaming.segmenter import FRAME_MS, FRAME_SAMPLES, EndpointConfig, Segmenter, SpeechEnded
+from emostt.streaming.segmenter import Segmenter, SpeechEnded
+from emostt.vocabulary import VAD_FRAME_MS, VAD_FRAME_SAMPLES
+from emostt.vocabulary.session_config import EndpointConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import stream_lag
@@ -27,15 +29,15 @@ def test_silence_endpoint_is_where_the_segmenter_decides(silence_ms: int, prefix
             decided, ended = segmenter.frame, events[0]  # frames analysed when the endpoint fired
             break
     assert ended is not None and decided is not None
-    audio_end_ms = ended.end_frame * FRAME_MS  # what the final event carries
+    audio_end_ms = ended.end_frame * VAD_FRAME_MS  # what the final event carries
     delay = stream_lag.endpoint_delay_frames(config)
     needed = stream_lag.decided_at_sample("final", audio_end_ms, "silence", delay, total_samples=10**9)
-    assert needed == decided * FRAME_SAMPLES
+    assert needed == decided * VAD_FRAME_SAMPLES
 
 
 def test_partials_length_cuts_and_finalize() -> None:
-    assert stream_lag.decided_at_sample("partial", 640, None, 12, 10**9) == 20 * FRAME_SAMPLES
-    assert stream_lag.decided_at_sample("final", 640, "max_length", 12, 10**9) == 20 * FRAME_SAMPLES
+    assert stream_lag.decided_at_sample("partial", 640, None, 12, 10**9) == 20 * VAD_FRAME_SAMPLES
+    assert stream_lag.decided_at_sample("final", 640, "max_length", 12, 10**9) == 20 * VAD_FRAME_SAMPLES
     assert stream_lag.decided_at_sample("final", 640, "finalize", 12, 50_000) == 50_000
     assert stream_lag.decided_at_sample("final", 640, "silence", 12, 100) == 100  # clipped to the audio
 

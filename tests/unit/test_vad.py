@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from emostt.streaming.segmenter import FRAME_SAMPLES
 from emostt.streaming.vad import VadBatcher, VadStream
+from emostt.vocabulary import VAD_FRAME_SAMPLES
 
 TOLERANCE = 1e-4
 
@@ -23,8 +23,8 @@ def vad() -> VadBatcher:
 
 
 def frames_of(audio: np.ndarray) -> np.ndarray:
-    n = len(audio) // FRAME_SAMPLES
-    return audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES).astype(np.float32)
+    n = len(audio) // VAD_FRAME_SAMPLES
+    return audio[: n * VAD_FRAME_SAMPLES].reshape(n, VAD_FRAME_SAMPLES).astype(np.float32)
 
 
 def reference_probs(audio: np.ndarray) -> list[float]:
@@ -61,7 +61,7 @@ def test_matches_silero_and_is_independent_of_batching(
 
 def test_speech_scores_high_and_silence_low(vad: VadBatcher, speech_with_pauses: np.ndarray) -> None:
     probs = np.array(asyncio.run(vad.speech_probs(VadStream(), frames_of(speech_with_pauses))))
-    lead_in = probs[: 8000 // FRAME_SAMPLES - 1]
+    lead_in = probs[: 8000 // VAD_FRAME_SAMPLES - 1]
     assert lead_in.max() < 0.2
     assert (probs > 0.5).mean() > 0.2
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from emostt.app import create_app
 from emostt.config import Settings
+from emostt.server.app import create_app
 from emostt.transport import web
 from tests.integration.server import service_settings
 

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 
 from emostt.batching.batcher import Batcher, BatcherFullError, BatcherStoppedError
 from emostt.batching.channel import Channel
-from emostt.batching.outcome import Outcome
+from emostt.policy.outcome import Outcome
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (
     CancelMessage,

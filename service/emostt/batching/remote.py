@@ -21,10 +21,10 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from emostt.batching.batcher import BatcherFullError, BatcherStoppedError, JobKind
+from emostt.batching.batcher import BatcherFullError, BatcherStoppedError
 from emostt.batching.capacity import session_refusal
 from emostt.batching.channel import Channel
-from emostt.batching.outcome import Failed, Outcome
+from emostt.policy.outcome import Failed, Outcome
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (
     JobMessage,
@@ -37,6 +37,7 @@ from emostt.batching.wire import (
 )
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
 from emostt.supervision import fail_threadsafe, resolve_threadsafe
+from emostt.vocabulary.labels import JobKind
 
 log = logging.getLogger(__name__)
 

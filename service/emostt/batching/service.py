@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from emostt.batching.outcome import Outcome
+from emostt.policy.outcome import Outcome
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
 
 

@@ -22,8 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from emostt.batching.batcher import JobKind
-from emostt.batching.outcome import Failed, Outcome, Served
+from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.inference.engine import (
     Distribution,
     ModelInfo,
@@ -31,6 +30,7 @@ from emostt.inference.engine import (
     TranscriptionResult,
     Word,
 )
+from emostt.vocabulary.labels import JobKind
 
 RefusalCode = Literal["overloaded", "shutting_down"]
 _HEADER_LEN = struct.Struct("<I")

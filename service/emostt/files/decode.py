@@ -12,8 +12,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from emostt.audio import SAMPLE_RATE, Float32Array, to_mono
+from emostt.audio import Float32Array, to_mono
 from emostt.errors import InvalidAudioError
+from emostt.vocabulary import SAMPLE_RATE
 
 BLOCK_S = 10
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emostt.audio import SAMPLE_RATE, Float32Array
-from emostt.streaming.segmenter import FRAME_SAMPLES, EndpointConfig, Segmenter, SpeechEnded
+from emostt.audio import Float32Array
+from emostt.streaming.segmenter import Segmenter, SpeechEnded
 from emostt.streaming.vad import VadBatcher, VadStream
+from emostt.vocabulary import SAMPLE_RATE, VAD_FRAME_SAMPLES
+from emostt.vocabulary.session_config import EndpointConfig
 
 CHUNK_FRAMES = 32  # ~1 s of audio per VAD request
 
@@ -62,18 +64,20 @@ class FileSegmenter:
         for event in events:
             if isinstance(event, SpeechEnded):
                 # The last frame was zero-padded: a segment never reaches past the file's end.
-                end = min(event.end_frame * FRAME_SAMPLES, self._total)
-                out.append(Segment(self._count, event.start_frame * FRAME_SAMPLES, end, event.reason.value))
+                end = min(event.end_frame * VAD_FRAME_SAMPLES, self._total)
+                out.append(
+                    Segment(self._count, event.start_frame * VAD_FRAME_SAMPLES, end, event.reason.value)
+                )
                 self._count += 1
         return out
 
 
 def frames_of(audio: Float32Array) -> Float32Array:
-    """(n, FRAME_SAMPLES) frames; the last one zero-padded."""
-    n_frames = -(-len(audio) // FRAME_SAMPLES)
-    padded = np.zeros(n_frames * FRAME_SAMPLES, dtype=np.float32)
+    """(n, VAD_FRAME_SAMPLES) frames; the last one zero-padded."""
+    n_frames = -(-len(audio) // VAD_FRAME_SAMPLES)
+    padded = np.zeros(n_frames * VAD_FRAME_SAMPLES, dtype=np.float32)
     padded[: len(audio)] = audio
-    return padded.reshape(n_frames, FRAME_SAMPLES)
+    return padded.reshape(n_frames, VAD_FRAME_SAMPLES)
 
 
 async def speech_segments(

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from emostt.audio import Float32Array
-from emostt.batching.outcome import Outcome, Served
+from emostt.policy.outcome import Outcome, Served
 from emostt.batching.service import BatchService
 from emostt.errors import EmosttError
 from emostt.files.segments import Segment

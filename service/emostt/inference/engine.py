@@ -13,9 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from emostt.inference.rich_tokens import LANGUAGE_HINTS
-
-SAMPLE_RATE = 16_000
+from emostt.vocabulary import SAMPLE_RATE
+from emostt.vocabulary.labels import LANGUAGE_HINTS
 
 AudioArray = npt.NDArray[np.float32]
 

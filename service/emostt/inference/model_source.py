@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emostt.errors import ModelLoadError
+from emostt.vocabulary import DEFAULT_MODEL
 
-DEFAULT_MODEL = "iic/SenseVoiceSmall"
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REQUIRED_FILES = ("config.yaml", "model.pt")
 

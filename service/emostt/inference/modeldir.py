@@ -19,6 +19,7 @@ import yaml
 
 from emostt.inference.funasr_import import sense_voice_class
 from emostt.inference.tokenizer_builder import CONTROL_PIECES, default_text_pieces, write_sentencepiece
+from emostt.vocabulary import SAMPLE_RATE
 
 BPE_MODEL_NAME = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 FEATURE_DIM = 560  # 80 mel bins x lfr_m 7
@@ -67,7 +68,7 @@ def config_dict(size: ModelSize, dither: float = 1.0) -> dict[str, Any]:
         "tokenizer_conf": {"bpemodel": None, "unk_symbol": "<unk>", "split_with_space": True},
         "frontend": "WavFrontend",
         "frontend_conf": {
-            "fs": 16000,
+            "fs": SAMPLE_RATE,
             "window": "hamming",
             "n_mels": 80,
             "frame_length": 25,

@@ -10,59 +10,58 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-# API label -> token piece. Labels are the stable public names in results.
-LANGUAGE_TOKENS: dict[str, str] = {
-    "zh": "<|zh|>",
-    "en": "<|en|>",
-    "yue": "<|yue|>",
-    "ja": "<|ja|>",
-    "ko": "<|ko|>",
-    "nospeech": "<|nospeech|>",
-}
-EMOTION_TOKENS: dict[str, str] = {
-    "happy": "<|HAPPY|>",
-    "sad": "<|SAD|>",
-    "angry": "<|ANGRY|>",
-    "neutral": "<|NEUTRAL|>",
-    "fearful": "<|FEARFUL|>",
-    "disgusted": "<|DISGUSTED|>",
-    "surprised": "<|SURPRISED|>",
-    "unknown": "<|EMO_UNKNOWN|>",
-}
-UNKNOWN_EMOTION = "unknown"
-EVENT_TOKENS: dict[str, str] = {
-    "speech": "<|Speech|>",
-    "bgm": "<|BGM|>",
-    "applause": "<|Applause|>",
-    "laughter": "<|Laughter|>",
-    "cry": "<|Cry|>",
-    "sneeze": "<|Sneeze|>",
-    "breath": "<|Breath|>",
-    "cough": "<|Cough|>",
-    "sing": "<|Sing|>",
-    "speech_noise": "<|Speech_Noise|>",
-    "gbg": "<|GBG|>",
-    "event_unk": "<|Event_UNK|>",
-}
+from emostt.vocabulary.labels import EMOTION_LABELS, EVENT_LABELS, LANGUAGE_HINTS, LANGUAGE_LABELS
+
+# API label (emostt.vocabulary.labels) -> token piece. Labels are the stable public names in results.
+LANGUAGE_TOKENS: dict[str, str] = dict(
+    zip(LANGUAGE_LABELS, ("<|zh|>", "<|en|>", "<|yue|>", "<|ja|>", "<|ko|>", "<|nospeech|>"), strict=True)
+)
+EMOTION_TOKENS: dict[str, str] = dict(
+    zip(
+        EMOTION_LABELS,
+        (
+            "<|HAPPY|>",
+            "<|SAD|>",
+            "<|ANGRY|>",
+            "<|NEUTRAL|>",
+            "<|FEARFUL|>",
+            "<|DISGUSTED|>",
+            "<|SURPRISED|>",
+            "<|EMO_UNKNOWN|>",
+        ),
+        strict=True,
+    )
+)
+EVENT_TOKENS: dict[str, str] = dict(
+    zip(
+        EVENT_LABELS,
+        (
+            "<|Speech|>",
+            "<|BGM|>",
+            "<|Applause|>",
+            "<|Laughter|>",
+            "<|Cry|>",
+            "<|Sneeze|>",
+            "<|Breath|>",
+            "<|Cough|>",
+            "<|Sing|>",
+            "<|Speech_Noise|>",
+            "<|GBG|>",
+            "<|Event_UNK|>",
+        ),
+        strict=True,
+    )
+)
 TEXT_NORM_TOKENS: dict[str, str] = {"withitn": "<|withitn|>", "woitn": "<|woitn|>"}
 
 # Indices into the model's query-embedding table (funasr SenseVoiceSmall.lid_dict / textnorm_dict).
-LANGUAGE_QUERY_INDEX: dict[str, int] = {
-    "auto": 0,
-    "zh": 3,
-    "en": 4,
-    "yue": 7,
-    "ja": 11,
-    "ko": 12,
-    "nospeech": 13,
-}
+LANGUAGE_QUERY_INDEX: dict[str, int] = dict(zip(LANGUAGE_HINTS, (0, 3, 4, 7, 11, 12, 13), strict=True))
 EMOTION_QUERY_INDEX = 1
 EVENT_QUERY_INDEX = 2
 TEXT_NORM_QUERY_INDEX: dict[bool, int] = {True: 14, False: 15}
 QUERY_FRAMES = 4
 LANGUAGE_FRAME, EMOTION_FRAME, EVENT_FRAME, TEXT_NORM_FRAME = 0, 1, 2, 3
 
-LANGUAGE_HINTS: tuple[str, ...] = tuple(LANGUAGE_QUERY_INDEX)
 
 _RICH_TAG = re.compile(r"<\|[^|<>]*\|>")
 

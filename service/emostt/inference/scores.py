@@ -20,10 +20,10 @@ from emostt.inference.rich_tokens import (
     EVENT_FRAME,
     LANGUAGE_FRAME,
     QUERY_FRAMES,
-    UNKNOWN_EMOTION,
     RichVocab,
     strip_rich_tags,
 )
+from emostt.vocabulary.labels import UNKNOWN_EMOTION
 
 FRAME_MS = 60  # one LFR frame: 10 ms shift x lfr_n 6
 

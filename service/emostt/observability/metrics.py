@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from emostt.policy.gating import GATE_REASONS
-from emostt.streaming.events import ERROR_CODES
-from emostt.streaming.mood import MOOD_LABELS
+from emostt.vocabulary import REFUSAL_CLOSE_CODES
+from emostt.vocabulary.labels import BATCH_KINDS, ERROR_CODES, GATE_REASONS, MOOD_LABELS
 
 # The classic text format exports each counter's and histogram's creation time as a separate
 # `*_created` gauge series: no panel or rule uses them, and they would double the series count.
@@ -24,16 +23,12 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.
 SPEECH_END_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 5.0, 10.0, 20.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 
-# "file": segments of uploaded files (the OpenAI-compatible REST endpoint).
-BATCH_KINDS = ("final", "partial", "file")
 # "discarded": dropped unheard at the client's request (OpenAI Realtime's input_audio_buffer.clear).
 UTTERANCE_OUTCOMES = ("final", "error", "client_gone", "dropped_gated", "discarded")
 PARTIAL_OUTCOMES = ("sent", "stale", "shed", "failed")
 SPECULATIVE_OUTCOMES = ("used", "discarded")
 RETRY_REASONS = ("oom_split", "isolate", "error")
 THREAD_KINDS = ("vad", "model_worker")
-# WebSocket close codes the server refuses or closes a connection with by policy (docs/protocol.md).
-REFUSAL_CLOSE_CODES = ("1008", "1009", "1012", "1013")
 REJECTION_REASONS = (
     # at the handshake
     "invalid_device_id",

@@ -5,35 +5,9 @@ Pure. Nothing is dropped here; the session drops gated finals only when the clie
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from emostt.inference.engine import TranscriptionResult
-
-# Speech over music is still speech (SenseVoice labels it BGM), so bgm is not here.
-NON_SPEECH_EVENTS = frozenset(
-    {"applause", "laughter", "cry", "sneeze", "breath", "cough", "gbg", "event_unk"}
-)
-# Every reason ``gate_reasons`` can give (a metric label: the set must stay fixed and small).
-GATE_REASONS = (
-    "empty_text",
-    "low_confidence",
-    "low_emotion_score",
-    "low_language_score",
-    "nospeech",
-    *sorted(f"event_{event}" for event in NON_SPEECH_EVENTS),
-)
-
-
-class GatingConfig(BaseModel):
-    """Gating settings: the session config's ``gating`` field."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
-    min_emotion_score: float = Field(0.0, ge=0.0, le=1.0)
-    min_language_score: float = Field(0.0, ge=0.0, le=1.0)
-    gate_nospeech: bool = True
-    gate_non_speech_events: bool = True
-    drop_gated: bool = False  # the client asked not to receive gated finals at all
+from emostt.vocabulary.labels import NON_SPEECH_EVENTS
+from emostt.vocabulary.session_config import GatingConfig
 
 
 def gate_reasons(result: TranscriptionResult, config: GatingConfig) -> list[str]:

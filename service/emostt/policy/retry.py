@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from emostt.batching.outcome import Failed, Outcome, Served
+from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.errors import EmosttError, InferenceError, InvalidAudioError, OutOfMemoryError
 from emostt.inference.engine import Engine, TranscriptionRequest
 from emostt.observability import metrics

@@ -1,8 +1,8 @@
 """Server -> client events: the outbound schema in one place (docs/protocol.md mirrors it).
 
 Every builder returns the event body; the transport adds ``session_id`` and ``seq``. Error
-codes are stable and listed in ``ERROR_CODES``; an error's ``message`` is safe to show to a
-client (never exception text: details go to the log with the session id).
+codes are stable and listed in ``emostt.vocabulary.labels.ERROR_CODES``; an error's
+``message`` is safe to show to a client (never exception text: details go to the log with the session id).
 """
 
 from __future__ import annotations
@@ -11,37 +11,9 @@ from typing import Any
 
 from emostt.inference.engine import ModelInfo, TranscriptionResult
 from emostt.streaming.mood import EmotionChange, Mood
+from emostt.vocabulary.labels import ERROR_CODES
 
 Event = dict[str, Any]
-
-ERROR_CODES = frozenset(
-    {
-        # handshake (the connection is then closed)
-        "unauthorized",
-        "invalid_device_id",
-        "origin_not_allowed",
-        "invalid_config",
-        "too_many_connections",
-        "overloaded",
-        "not_ready",
-        # a message (the session continues)
-        "invalid_message",
-        "unknown_message_type",
-        # an utterance (the session continues)
-        "inference_failed",
-        "out_of_memory",
-        "shutting_down",
-        "invalid_audio",
-        "vad_failed",
-        "internal_error",
-        # the session is closed after the event
-        "idle_timeout",
-        "session_too_long",
-        "rate_limited",
-        "too_fast",
-        "stalled_reader",
-    }
-)
 
 
 def ready(device_id: str, model: ModelInfo | None, sample_rate: int, config: dict[str, Any]) -> Event:

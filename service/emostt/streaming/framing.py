@@ -10,10 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from emostt.audio import SAMPLE_RATE, pcm16_to_float32
-from emostt.streaming.segmenter import FRAME_SAMPLES
+from emostt.audio import pcm16_to_float32
+from emostt.vocabulary import SAMPLE_RATE, VAD_FRAME_SAMPLES
 
-Frames = npt.NDArray[np.float32]  # shape (n, FRAME_SAMPLES)
+Frames = npt.NDArray[np.float32]  # shape (n, VAD_FRAME_SAMPLES)
 
 
 class Framer:
@@ -37,9 +37,9 @@ class Framer:
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
         self._pending = np.concatenate((self._pending, samples)) if self._pending.size else samples
-        n_frames = len(self._pending) // FRAME_SAMPLES
-        frames = self._pending[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES).copy()
-        self._pending = self._pending[n_frames * FRAME_SAMPLES :]
+        n_frames = len(self._pending) // VAD_FRAME_SAMPLES
+        frames = self._pending[: n_frames * VAD_FRAME_SAMPLES].reshape(n_frames, VAD_FRAME_SAMPLES).copy()
+        self._pending = self._pending[n_frames * VAD_FRAME_SAMPLES :]
         return frames
 
 

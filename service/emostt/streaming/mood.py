@@ -31,32 +31,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from emostt.inference.engine import TranscriptionResult
-from emostt.inference.rich_tokens import EMOTION_TOKENS, UNKNOWN_EMOTION
+from emostt.vocabulary.labels import MOOD_LABELS
+from emostt.vocabulary.session_config import MoodConfig
 
-# The labels a mood ranges over: every emotion the model names except ``unknown``.
-MOOD_LABELS: tuple[str, ...] = tuple(label for label in EMOTION_TOKENS if label != UNKNOWN_EMOTION)
 BASELINE = "neutral"
 # The prior: as if the session had begun with this much (confidence × seconds) neutral speech that
 # never fades. Small against a few utterances, so it mostly decides the start and long pauses.
 PRIOR_WEIGHT = 1.0
 # One final counts at most this many seconds of speech: a long monologue is one finding, not ten.
 MAX_WEIGHT_S = 5.0
-
-
-class MoodConfig(BaseModel):
-    """Mood settings: the session config's ``mood`` field (bounds are the protocol's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    enabled: bool = True
-    # Audio seconds after which a final's evidence counts half.
-    half_life_s: float = Field(15.0, ge=1.0, le=3600.0)
-    # How far (in probability) a new label must lead the current one to count towards a change.
-    min_margin: float = Field(0.1, ge=0.0, le=0.5)
-    # Consecutive counted finals on which the new label must lead before the mood changes.
-    min_updates: int = Field(2, ge=1, le=5)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Client messages and per-session configuration (see docs/protocol.md). Pure parsing."""
+"""Client messages (see docs/protocol.md) as session commands. Pure parsing.
+
+The session's configuration schema is ``emostt.vocabulary.session_config``."""
 
 from __future__ import annotations
 
@@ -9,66 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from emostt.audio import SUPPORTED_INPUT_RATES
-from emostt.errors import EmosttError
-from emostt.inference.rich_tokens import LANGUAGE_HINTS
-from emostt.policy.gating import GatingConfig
-from emostt.streaming.mood import MoodConfig
-from emostt.streaming.segmenter import EndpointConfig
-
-
-class ProtocolError(EmosttError):
-    code = "invalid_message"
-
-
-class UnknownMessageError(ProtocolError):
-    code = "unknown_message_type"
-
-
-class InvalidConfigError(ProtocolError):
-    code = "invalid_config"
-
-
-class SessionConfig(BaseModel):
-    """Everything a client may set with a ``config`` message (or, for sample_rate, the URL)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    language: str = "auto"
-    use_itn: bool = True
-    interim_results: bool = True
-    partial_interval_ms: int = Field(600, ge=100, le=10_000)
-    word_timestamps: bool = False
-    known_emotion_only: bool = False
-    sample_rate: int = 16_000
-    vad: EndpointConfig = Field(default_factory=EndpointConfig)
-    gating: GatingConfig = Field(default_factory=GatingConfig)
-    mood: MoodConfig = Field(default_factory=MoodConfig)
-
-    @model_validator(mode="after")
-    def _check_choices(self) -> SessionConfig:
-        if self.language not in LANGUAGE_HINTS:
-            raise ValueError(f"language must be one of {', '.join(LANGUAGE_HINTS)}")
-        if self.sample_rate not in SUPPORTED_INPUT_RATES:
-            raise ValueError(f"sample_rate must be one of {', '.join(map(str, SUPPORTED_INPUT_RATES))}")
-        return self
-
-    def updated(self, changes: dict[str, Any]) -> SessionConfig:
-        """A new config with ``changes`` merged in (nested vad/gating/mood merge field by field)."""
-        merged = self.model_dump()
-        for key, value in changes.items():
-            if key in ("vad", "gating", "mood") and isinstance(value, dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        try:
-            return SessionConfig.model_validate(merged)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-            )
-            raise InvalidConfigError(problems) from None
+from emostt.errors import ProtocolError, UnknownMessageError
 
 
 @dataclass(frozen=True)

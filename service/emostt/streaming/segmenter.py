@@ -11,32 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from emostt.vocabulary.session_config import EndpointConfig
 
-FRAME_SAMPLES = 512  # Silero VAD's frame at 16 kHz
-FRAME_MS = FRAME_SAMPLES * 1000 // 16_000  # 32
 # Silence kept after speech (at most prefix_padding_ms): enough for the last phone's CTC
 # emission; short, so the final's audio is fixed early in the endpointing silence.
 TRAILING_PADDING_MS = 100
-
-
-class EndpointConfig(BaseModel):
-    """Endpointing settings: the session config's ``vad`` field (bounds are the protocol's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    silence_duration_ms: int = Field(500, ge=0, le=10_000)
-    prefix_padding_ms: int = Field(300, ge=0, le=2_000)
-    min_speech_ms: int = Field(96, ge=0, le=2_000)
-    # The model's limit is 30 s.
-    max_utterance_ms: int = Field(20_000, ge=1_000, le=30_000)
-
-    @property
-    def negative_threshold(self) -> float:
-        return max(self.threshold - 0.15, self.threshold / 2)
-
-    def frames(self, ms: int) -> int:
-        return -(-ms // FRAME_MS)
 
 
 class EndReason(str, Enum):

@@ -30,18 +30,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from emostt.batching.outcome import Failed, Outcome, Served
+from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.batching.service import BatchService
-from emostt.errors import EmosttError
+from emostt.errors import EmosttError, InvalidConfigError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
 from emostt.policy.gating import gate_reasons
 from emostt.streaming import events
 from emostt.streaming.framing import Framer
 from emostt.streaming.mood import MoodTracker
-from emostt.streaming.protocol import Audio, Command, Configure, Control, InvalidConfigError, SessionConfig
-from emostt.streaming.segmenter import FRAME_MS, EndpointConfig, Segmenter, SpeechEnded, SpeechStarted
+from emostt.streaming.protocol import Audio, Command, Configure, Control
+from emostt.streaming.segmenter import Segmenter, SpeechEnded, SpeechStarted
 from emostt.streaming.vad import VadBatcher, VadFailedError, VadStream
+from emostt.vocabulary import VAD_FRAME_MS
+from emostt.vocabulary.session_config import EndpointConfig, SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ class Session:
     @property
     def audio_ms(self) -> int:
         """The session's audio clock: milliseconds of audio analysed so far."""
-        return self._segmenter.frame * FRAME_MS
+        return self._segmenter.frame * VAD_FRAME_MS
 
     @property
     def manual_turns(self) -> bool:
@@ -253,7 +255,7 @@ class Session:
             if self._utterance is not None and self._trailing_silence() == 0:
                 self._utterance.speech_end_at = received_at  # a speech frame, by the endpointer's rule
         if speech_frames:  # what this session asks of the model: admission control measures it
-            self._batcher.record_speech(speech_frames * FRAME_MS / 1000)
+            self._batcher.record_speech(speech_frames * VAD_FRAME_MS / 1000)
         self._maybe_partial()
         self._maybe_speculate()
 
@@ -263,7 +265,7 @@ class Session:
         utterance.frames = [(i, f) for i, f in self._history if i >= event.start_frame]
         self._utterance = utterance
         self._unfinished[utterance.utterance_id] = utterance
-        await self._emit(events.speech_started(utterance.utterance_id, event.start_frame * FRAME_MS))
+        await self._emit(events.speech_started(utterance.utterance_id, event.start_frame * VAD_FRAME_MS))
 
     def _request(self, audio: npt.NDArray[np.float32]) -> TranscriptionRequest:
         cfg = self.config
@@ -297,7 +299,10 @@ class Session:
         # and re-decoding trailing silence just before the final is wasted compute.
         spoken = len(utt.frames) - self._trailing_silence()
         interval_ms = cfg.partial_interval_ms * self._batcher.partial_interval_scale
-        if spoken * FRAME_MS < MIN_PARTIAL_MS or (spoken - utt.partial_frames) * FRAME_MS < interval_ms:
+        if (
+            spoken * VAD_FRAME_MS < MIN_PARTIAL_MS
+            or (spoken - utt.partial_frames) * VAD_FRAME_MS < interval_ms
+        ):
             return
         utt.partial_frames = spoken
         utt.partial_in_flight = True
@@ -334,7 +339,10 @@ class Session:
             return
         await self._emit(
             events.partial(
-                utt.utterance_id, outcome.result.text, utt.start_frame * FRAME_MS, end_frame * FRAME_MS
+                utt.utterance_id,
+                outcome.result.text,
+                utt.start_frame * VAD_FRAME_MS,
+                end_frame * VAD_FRAME_MS,
             )
         )
         metrics.PARTIALS.labels("sent").inc()
@@ -380,7 +388,7 @@ class Session:
         if self._endpoint_events and utterance_id is not None:
             # Emitted before the final's task can send: the final always follows it.
             await self._emit(
-                events.speech_ended(utterance_id, event.end_frame * FRAME_MS, event.reason.value)
+                events.speech_ended(utterance_id, event.end_frame * VAD_FRAME_MS, event.reason.value)
             )
 
     def _end_utterance(self, event: SpeechEnded) -> None:
@@ -447,7 +455,7 @@ class Session:
             return
         mood = None  # gated finals carry the mood unchanged (docs/protocol.md, "Mood")
         if self.config.mood.enabled:
-            mood = self._mood.observe(result, bool(reasons), end_frame * FRAME_MS)
+            mood = self._mood.observe(result, bool(reasons), end_frame * VAD_FRAME_MS)
         now = time.perf_counter()
         latency_s = now - endpoint_at
         final = events.final(
@@ -456,8 +464,8 @@ class Session:
             gate_reasons=reasons,
             degraded=served.degraded,
             end_reason=reason,
-            audio_start_ms=utt.start_frame * FRAME_MS,
-            audio_end_ms=end_frame * FRAME_MS,
+            audio_start_ms=utt.start_frame * VAD_FRAME_MS,
+            audio_end_ms=end_frame * VAD_FRAME_MS,
             latency_ms=latency_s * 1000,
             mood=mood.mood if mood else None,
         )

@@ -1,10 +1,9 @@
 """Silero VAD, batched across every session: speech probability per 32 ms frame.
 
-The ONNX build of Silero VAD (shipped inside the ``silero-vad`` package) takes its recurrent
-state as an input, so frames from many sessions run as one batch while each session keeps
-its own state. One thread per process (owned by the app's lifespan, supervised: a crash fails the requests
-it held with ``VadFailedError`` and the thread restarts) owns the ONNX session; sessions
-await futures.
+The model (``inference/silero.py``) takes its recurrent state as an input, so frames from many
+sessions run as one batch while each session keeps its own state. One thread per process
+(owned by the app's lifespan, supervised: a crash fails the requests it held with
+``VadFailedError`` and the thread restarts) runs the model; sessions await futures.
 
 Concurrency: a ``VadStream`` has at most one request in flight (its session awaits each
 one), so its frames are processed in order; only the VAD thread touches stream state.
@@ -16,43 +15,23 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from emostt.errors import EmosttError
+from emostt.inference.silero import FloatArray, SileroVad, VadStream
 from emostt.observability import metrics
-from emostt.streaming.segmenter import FRAME_SAMPLES
 from emostt.supervision import SupervisedThread, fail_threadsafe, resolve_threadsafe
+from emostt.vocabulary import VAD_FRAME_SAMPLES
 
-CONTEXT_SAMPLES = 64  # Silero VAD at 16 kHz sees the previous 64 samples with each frame
-STATE_SHAPE = (2, 1, 128)
 # How long the VAD thread lets requests gather before running them as one batch (see
 # VadBatcher._gather_more): small against the 100 ms chunks devices send.
 COALESCE_S = 0.004
-
-FloatArray = npt.NDArray[np.float32]
 
 
 class VadFailedError(EmosttError):
     code = "vad_failed"
     retryable = True
-
-
-def _model_path() -> Path:
-    import silero_vad
-
-    return Path(silero_vad.__file__).resolve().parent / "data" / "silero_vad.onnx"
-
-
-@dataclass
-class VadStream:
-    """One session's recurrent state."""
-
-    state: FloatArray = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
-    context: FloatArray = field(default_factory=lambda: np.zeros(CONTEXT_SAMPLES, dtype=np.float32))
 
 
 @dataclass
@@ -66,14 +45,7 @@ class _Request:
 
 class VadBatcher:
     def __init__(self, max_batch: int = 256, coalesce_s: float = COALESCE_S) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session: Any = ort.InferenceSession(
-            str(_model_path()), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._model = SileroVad()
         self._max_batch = max_batch
         self._coalesce_s = coalesce_s
         self._pending: list[_Request] = []
@@ -96,9 +68,9 @@ class VadBatcher:
         return self._thread.failed
 
     async def speech_probs(self, stream: VadStream, frames: FloatArray, *, timed: bool = True) -> list[float]:
-        """Probabilities for consecutive frames of one stream, shape (n, FRAME_SAMPLES).
+        """Probabilities for consecutive frames of one stream, shape (n, VAD_FRAME_SAMPLES).
         ``timed=False`` keeps the request out of the live latency histogram (file chunks)."""
-        assert frames.ndim == 2 and frames.shape[1] == FRAME_SAMPLES
+        assert frames.ndim == 2 and frames.shape[1] == VAD_FRAME_SAMPLES
         loop = asyncio.get_running_loop()
         request = _Request(stream, frames, loop, loop.create_future())
         started = time.perf_counter()
@@ -113,21 +85,8 @@ class VadBatcher:
         return probs
 
     def run_batch(self, streams: list[VadStream], frames: FloatArray) -> FloatArray:
-        """One frame per stream: (B, FRAME_SAMPLES) -> (B,) probabilities; updates each stream."""
-        contexts = np.stack([s.context for s in streams])
-        states = np.concatenate([s.state for s in streams], axis=1)
-        out, new_states = self._session.run(
-            None,
-            {
-                "input": np.concatenate((contexts, frames), axis=1),
-                "state": states,
-                "sr": np.array(16_000, dtype=np.int64),
-            },
-        )
-        for i, stream in enumerate(streams):
-            stream.state = np.ascontiguousarray(new_states[:, i : i + 1])
-            stream.context = frames[i, -CONTEXT_SAMPLES:].copy()
-        return np.asarray(out[:, 0], dtype=np.float32)
+        """One frame per stream: (B, VAD_FRAME_SAMPLES) -> (B,) probabilities; updates each stream."""
+        return self._model.step(streams, frames)
 
     def _loop(self) -> None:
         while True:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+from emostt.vocabulary import DEVICE_ID, DEVICE_ID_RULE
+
 SUBPROTOCOL = "emostt.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 
@@ -45,7 +45,7 @@ def check_handshake(
 ) -> Rejection | None:
     """None when the handshake may proceed; otherwise why not. Never raises, whatever ``token`` holds."""
     if not DEVICE_ID.fullmatch(device_id):
-        return Rejection("invalid_device_id", "device_id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+        return Rejection("invalid_device_id", f"device_id must be {DEVICE_ID_RULE}")
     if allowed_origins and origin is not None and origin not in allowed_origins:
         return Rejection("origin_not_allowed", "this Origin is not allowed")
     if not tokens:

@@ -22,15 +22,9 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
+from emostt.errors import InvalidConfigError, ProtocolError
 from emostt.observability import metrics
-from emostt.streaming.protocol import (
-    Audio,
-    Configure,
-    Control,
-    InvalidConfigError,
-    ProtocolError,
-    SessionConfig,
-)
+from emostt.streaming.protocol import Audio, Configure, Control
 from emostt.streaming.session import Session
 from emostt.transport.auth import (
     DEVICE_ID,
@@ -44,6 +38,7 @@ from emostt.transport.realtime_config import OPENAI_RATE, RealtimeRequestError, 
 from emostt.transport.realtime_events import Translator, WireEvent
 from emostt.transport.state import AppState
 from emostt.transport.ws import CLOSE_POLICY, Connection, Inbound, Step, run_session
+from emostt.vocabulary.session_config import SessionConfig
 
 # What OpenAI's browser clients offer: new WebSocket(url, ["realtime",
 # "openai-insecure-api-key." + key, "openai-beta.realtime-v1"]); the server answers "realtime".

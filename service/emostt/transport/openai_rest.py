@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from emostt.audio import SAMPLE_RATE, Float32Array
+from emostt.audio import Float32Array
 from emostt.batching.service import BatchService
 from emostt.config import Settings
 from emostt.errors import EmosttError, InvalidAudioError
@@ -40,7 +40,6 @@ from emostt.files.decode import decode_audio
 from emostt.files.segments import speech_segments
 from emostt.files.transcribe import FileOptions, SegmentResult, transcribe_segments
 from emostt.observability import metrics
-from emostt.streaming.protocol import SessionConfig
 from emostt.streaming.vad import VadBatcher
 from emostt.transport import openai_formats as formats
 from emostt.transport.auth import bound_device, presented_token
@@ -56,6 +55,8 @@ from emostt.transport.openai_errors import (
 from emostt.transport.openai_params import TranscriptionParams, parse_params
 from emostt.transport.openai_upload import read_form
 from emostt.transport.state import AppState
+from emostt.vocabulary import SAMPLE_RATE
+from emostt.vocabulary.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")

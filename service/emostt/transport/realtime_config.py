@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from emostt.audio import SUPPORTED_INPUT_RATES
-from emostt.streaming.protocol import ProtocolError, SessionConfig
-from emostt.streaming.segmenter import EndpointConfig
+from emostt.errors import ProtocolError, validation_problem_list
 from emostt.transport.openai_params import language_hint
+from emostt.vocabulary import SUPPORTED_INPUT_RATES
+from emostt.vocabulary.session_config import EndpointConfig, SessionConfig
 
 OPENAI_RATE = 24_000
 # Served by OpenAI without server-side turn detection: a session naming one of these (and no
@@ -241,9 +241,8 @@ def _turn_detection(
     try:
         EndpointConfig.model_validate({**config.vad.model_dump(), **vad})
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        name = str(problem["loc"][0]) if problem["loc"] else "turn_detection"
-        raise RealtimeRequestError(f"{name}: {problem['msg']}", param=f"{prefix}.{name}") from None
+        name, problem = validation_problem_list(exc, "turn_detection")[0]
+        raise RealtimeRequestError(f"{name}: {problem}", param=f"{prefix}.{name}") from None
     eagerness = turn.get("eagerness") if turn_type == "semantic_vad" else None
     return vad, turn_type, eagerness if isinstance(eagerness, str) else None
 

@@ -28,21 +28,15 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
-from emostt.errors import EmosttError
+from emostt.errors import EmosttError, InvalidConfigError, ProtocolError, validation_problems
 from emostt.observability import metrics
 from emostt.streaming import events
-from emostt.streaming.protocol import (
-    Audio,
-    Command,
-    Control,
-    InvalidConfigError,
-    ProtocolError,
-    SessionConfig,
-    parse_text,
-)
+from emostt.streaming.protocol import Audio, Command, Control, parse_text
 from emostt.streaming.session import Session
 from emostt.transport.auth import SUBPROTOCOL, check_handshake, offered_subprotocols, presented_token
 from emostt.transport.state import AppState
+from emostt.vocabulary import SAMPLE_RATE
+from emostt.vocabulary.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +202,7 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
         await conn.reject(refusal.code, refusal.error, refusal.message)
         return
     try:
-        rate = int(websocket.query_params.get("sample_rate", "16000"))
+        rate = int(websocket.query_params.get("sample_rate", str(SAMPLE_RATE)))
         config = SessionConfig.model_validate({**settings.session_defaults, "sample_rate": rate})
     except (ValueError, ValidationError) as exc:
         await conn.reject(CLOSE_POLICY, "invalid_config", _config_problem(exc))
@@ -269,9 +263,7 @@ async def run_session(conn: Connection, config: SessionConfig, *, endpoint_event
 
 def _config_problem(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "bad session parameters: " + "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-        )
+        return "bad session parameters: " + validation_problems(exc, "config")
     return "bad session parameters: sample_rate must be an integer"
 
 

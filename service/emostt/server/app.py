@@ -2,7 +2,7 @@
 (off the event loop) and owns the process-wide batcher and VAD: started before the server
 reports ready, stopped after the sessions are drained.
 
-``emostt serve`` runs it with ``DrainingServer``; ``uvicorn --factory emostt.app:app_from_env``
+``emostt serve`` runs it with ``DrainingServer``; ``uvicorn --factory emostt.server.app:app_from_env``
 works too (settings from ``EMOSTT_*``; uvicorn's own WebSocket pings, 20 s by default, apply).
 The send timeout that closes a client which stopped reading is the app's own, either way."""
 
@@ -19,12 +19,12 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from emostt.batching.build import start_batcher
 from emostt.batching.remote import RemoteBatcher
 from emostt.batching.service import BatchService
 from emostt.config import Settings
 from emostt.inference.engine import Engine
 from emostt.results.redis_streams import PublisherConfig, ResultsPublisher
+from emostt.server.engines import start_batcher
 from emostt.streaming.vad import VadBatcher
 from emostt.transport import http, openai_rest, web
 from emostt.transport.openai_realtime import realtime_endpoint
@@ -121,5 +121,5 @@ def _make_results_publisher(settings: Settings) -> ResultsPublisher | None:
 
 
 def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory emostt.app:app_from_env``: settings from ``EMOSTT_*``."""
+    """For ``uvicorn --factory emostt.server.app:app_from_env``: settings from ``EMOSTT_*``."""
     return create_app(Settings())

@@ -1,4 +1,5 @@
-"""What the batcher hands back for each utterance: a served result or a named failure.
+"""What the retry runner, and so the batcher, hands back for each utterance: a served result or
+a named failure.
 
 ``Failed.message`` goes to the client as is, so it never holds exception text: details are
 logged where the failure happens.

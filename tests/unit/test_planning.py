@@ -4,14 +4,12 @@ import os
 import threading
 from pathlib import Path
 
-from emostt.inference.threads import (
+from emostt.inference.threads import LOW_PRIORITY_NICE, lower_thread_priority
+from emostt.machine import cgroup_cpu_limit, nvidia_gpu_present, usable_cores
+from emostt.server.planning import (
     DEFAULT_MAX_BATCH_SIZE,
-    LOW_PRIORITY_NICE,
-    cgroup_cpu_limit,
     default_max_batch_size,
     frontend_processes,
-    lower_thread_priority,
-    usable_cores,
     worker_plan,
 )
 
@@ -86,3 +84,13 @@ def test_one_front_end_process_on_cpu_and_one_per_two_spare_cores_on_cuda() -> N
     assert frontend_processes("cuda", "auto", cores=4) == 1
     assert frontend_processes("cuda", "auto", cores=96) == 8, "capped"
     assert frontend_processes("cpu", 3, cores=2) == 3, "a configured count is used as is"
+
+
+def test_device_auto_plans_front_ends_for_a_gpu_only_when_one_is_visible(tmp_path: Path) -> None:
+    assert frontend_processes("auto", "auto", cores=16, gpu_present=False) == 1
+    assert frontend_processes("auto", "auto", cores=16, gpu_present=True) == 7
+    assert not nvidia_gpu_present(str(tmp_path))
+    (tmp_path / "nvidiactl").touch()
+    assert not nvidia_gpu_present(str(tmp_path)), "the control node alone is not a GPU"
+    (tmp_path / "nvidia0").touch()
+    assert nvidia_gpu_present(str(tmp_path))

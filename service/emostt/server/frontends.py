@@ -48,9 +48,9 @@ EXIT_MARGIN_S = 15.0
 
 def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | None = None) -> int:
     """Run the model process with ``count`` front ends until a signal ends it; the exit status."""
-    from emostt.batching.build import start_batcher
     from emostt.batching.host import BatcherHost
     from emostt.observability import metrics, multiprocess
+    from emostt.server.engines import start_batcher
 
     ctx = multiprocessing.get_context("spawn")
     slots = FrontendSlots(ctx, count)
@@ -145,10 +145,10 @@ def frontend_main(
     settings: Settings, index: int, sock: socket.socket, conn: Connection, slots: FrontendSlots
 ) -> None:
     """A front-end process: the app on the shared socket, its model work sent to the parent."""
-    from emostt.app import DrainingServer, create_app
     from emostt.batching.remote import RemoteBatcher
-    from emostt.cli import server_config
     from emostt.observability.logging import configure
+    from emostt.server.app import DrainingServer, create_app
+    from emostt.server.run import server_config
 
     os.setpgrp()  # signals come from the model process only (see the module doc)
     configure(json_logs=settings.log_json)
@@ -164,6 +164,8 @@ def frontend_main(
 def _bind(settings: Settings) -> socket.socket:
     import uvicorn
 
-    sock = uvicorn.Config("emostt.app:app_from_env", host=settings.host, port=settings.port).bind_socket()
+    sock = uvicorn.Config(
+        "emostt.server.app:app_from_env", host=settings.host, port=settings.port
+    ).bind_socket()
     sock.set_inheritable(True)
     return sock

@@ -1,24 +1,26 @@
-"""The model side of a server: engines loaded (or given), the retry runner, the batcher and
-its model workers, warmed up. Used by the app in the one-process server and by the model
-process when front-end processes serve the connections (frontends.py)."""
+"""The model side of a server: engine options, engines loaded (or given), the retry runner, the
+batcher and its model workers, warmed up. Used by the app in the one-process server, by the
+model process when front-end processes serve the connections (frontends.py), and by
+``emostt transcribe``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
-from emostt.config import Settings
+from emostt.config import EngineSettings, Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
-from emostt.inference.threads import (
-    default_max_batch_size,
-    lower_thread_priority,
-    set_thread_count,
-    worker_plan,
-)
+from emostt.inference.threads import lower_thread_priority, set_thread_count
 from emostt.policy.retry import ResilientRunner, RetryConfig
+from emostt.server.planning import default_max_batch_size, worker_plan
+from emostt.vocabulary import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from emostt.inference.sensevoice import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,41 @@ async def start_batcher(
     return batcher
 
 
+def engine_options(
+    settings: EngineSettings, *, device: str | None = None, background_export: bool = False
+) -> EngineOptions:
+    """How ``SenseVoiceEngine.load`` loads ``settings.model``: the one construction of the options,
+    for the primary engine and for the fallback-device copy alike.
+
+    ``device`` other than the settings' (the fallback device) takes the precision ``auto`` for
+    that device: a precision belongs to a device (fp16 does not run on the CPU, int8 not on
+    CUDA). Everything else (hub, threads, load timeout, backend, ONNX cache) is the same.
+    """
+    from emostt.inference.sensevoice import EngineOptions  # torch: only when a model loads
+
+    own_device = device is None or device == settings.device
+    return EngineOptions(
+        device=settings.device if device is None else device,
+        precision=settings.precision if own_device else "auto",
+        hub=settings.hub,
+        threads=settings.threads,
+        load_timeout_s=settings.load_timeout_s,
+        backend=settings.backend,
+        onnx_cache_dir=settings.onnx_cache_dir,
+        background_export=background_export,
+    )
+
+
 def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
     """The primary engine (with the optional offline fallback model) and the optional fallback-device copy."""
-    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+    from emostt.inference.sensevoice import SenseVoiceEngine
 
     # The server starts serving at once (torch) and switches when the ONNX export is ready.
-    options = settings.engine_options(background_export=True)
+    options = engine_options(settings, background_export=True)
     primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
     fallback = None
     if settings.fallback_device:
-        fallback_options = EngineOptions(device=settings.fallback_device, precision="auto", hub=settings.hub)
+        fallback_options = engine_options(settings, device=settings.fallback_device, background_export=True)
         fallback = SenseVoiceEngine.load(primary.info.name, fallback_options)
     return primary, fallback
 
@@ -71,7 +98,7 @@ async def _warm_up(batcher: Batcher) -> None:
     serving runs, is the first estimate of what a second of audio costs (admission needs one
     before the first burst of sessions arrives)."""
     rng = np.random.default_rng(0)
-    audio = (rng.standard_normal(int(WARMUP_AUDIO_S * 16_000)) * 0.01).astype(np.float32)
+    audio = (rng.standard_normal(int(WARMUP_AUDIO_S * SAMPLE_RATE)) * 0.01).astype(np.float32)
     for round_ in range(2):
         if round_ == 1:
             batcher.capacity.forget()  # the first round's set-up costs are not serving costs

@@ -1,0 +1,97 @@
+"""The schema of a session's configuration: what a client may set with a ``config`` message.
+
+Pure pydantic models with the protocol's bounds (docs/protocol.md). They sit below every layer
+because the settings check ``session_defaults`` against them at start-up, and the streaming
+core, the transports and the policies all read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from emostt.errors import InvalidConfigError, validation_problems
+from emostt.vocabulary import SAMPLE_RATE, SUPPORTED_INPUT_RATES, VAD_FRAME_MS
+from emostt.vocabulary.labels import LANGUAGE_HINTS
+
+
+class EndpointConfig(BaseModel):
+    """Endpointing settings: the session config's ``vad`` field (bounds are the protocol's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    silence_duration_ms: int = Field(500, ge=0, le=10_000)
+    prefix_padding_ms: int = Field(300, ge=0, le=2_000)
+    min_speech_ms: int = Field(96, ge=0, le=2_000)
+    # The model's limit is 30 s.
+    max_utterance_ms: int = Field(20_000, ge=1_000, le=30_000)
+
+    @property
+    def negative_threshold(self) -> float:
+        return max(self.threshold - 0.15, self.threshold / 2)
+
+    def frames(self, ms: int) -> int:
+        return -(-ms // VAD_FRAME_MS)
+
+
+class GatingConfig(BaseModel):
+    """Gating settings: the session config's ``gating`` field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    min_emotion_score: float = Field(0.0, ge=0.0, le=1.0)
+    min_language_score: float = Field(0.0, ge=0.0, le=1.0)
+    gate_nospeech: bool = True
+    gate_non_speech_events: bool = True
+    drop_gated: bool = False  # the client asked not to receive gated finals at all
+
+
+class MoodConfig(BaseModel):
+    """Mood settings: the session config's ``mood`` field (bounds are the protocol's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    # Audio seconds after which a final's evidence counts half.
+    half_life_s: float = Field(15.0, ge=1.0, le=3600.0)
+    # How far (in probability) a new label must lead the current one to count towards a change.
+    min_margin: float = Field(0.1, ge=0.0, le=0.5)
+    # Consecutive counted finals on which the new label must lead before the mood changes.
+    min_updates: int = Field(2, ge=1, le=5)
+
+
+class SessionConfig(BaseModel):
+    """Everything a client may set with a ``config`` message (or, for sample_rate, the URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    language: str = "auto"
+    use_itn: bool = True
+    interim_results: bool = True
+    partial_interval_ms: int = Field(600, ge=100, le=10_000)
+    word_timestamps: bool = False
+    known_emotion_only: bool = False
+    sample_rate: int = SAMPLE_RATE
+    vad: EndpointConfig = Field(default_factory=EndpointConfig)
+    gating: GatingConfig = Field(default_factory=GatingConfig)
+    mood: MoodConfig = Field(default_factory=MoodConfig)
+
+    @model_validator(mode="after")
+    def _check_choices(self) -> SessionConfig:
+        if self.language not in LANGUAGE_HINTS:
+            raise ValueError(f"language must be one of {', '.join(LANGUAGE_HINTS)}")
+        if self.sample_rate not in SUPPORTED_INPUT_RATES:
+            raise ValueError(f"sample_rate must be one of {', '.join(map(str, SUPPORTED_INPUT_RATES))}")
+        return self
+
+    def updated(self, changes: dict[str, Any]) -> SessionConfig:
+        """A new config with ``changes`` merged in (nested vad/gating/mood merge field by field)."""
+        merged = self.model_dump()
+        for key, value in changes.items():
+            if key in ("vad", "gating", "mood") and isinstance(value, dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        try:
+            return SessionConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise InvalidConfigError(validation_problems(exc, "config")) from None
