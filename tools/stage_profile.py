@@ -27,7 +27,8 @@ Stages (the innermost frame of the service decides, so library code counts for t
 service code that called it):
 
 - ``ws_receive``: WebSocket frames in (uvicorn's protocol, the websockets library), the
-  receive loop and message decoding (transport/ws.py ``_receive``/``_decode``, protocol.py)
+  receive loop and message decoding (transport/runtime.py ``_receive``, connection.py
+  ``decode_stt``, protocol.py)
 - ``resample``: PCM16 to float and resampling (streaming/framing.py, audio.py, soxr)
 - ``vad``: Silero VAD (streaming/vad.py): the VAD thread's ONNX batches and the sessions'
   requests
@@ -37,7 +38,7 @@ service code that called it):
   supervision.py), the session awaiting results
 - ``engine``: the engine's own time (the instant engine's is ~0; a model's is all of it)
 - ``events``: building and sending events (streaming/events.py, mood.py, gating,
-  transport/ws.py ``emit``, orjson, the WebSocket send path)
+  finals.py, transport/connection.py ``emit``, orjson, the WebSocket send path)
 - ``metrics_logging``: prometheus_client, logging
 - ``event_loop``: the event loop itself with no service frame: scheduling, timers, and
   uvloop's native socket I/O (samples whose innermost frame is ``asyncio.Runner.run``)
@@ -74,18 +75,23 @@ STAGES = (
 # (stage, file pattern, function pattern): service frames, matched innermost first. py-spy
 # names methods Class.method: function patterns match the name after the last dot.
 SERVICE_RULES: tuple[tuple[str, str, str], ...] = (
-    ("ws_receive", r"transport/ws\.py", r"(^|\.)(_receive|_decode|stt_endpoint)$"),
+    (
+        "ws_receive",
+        r"transport/(ws|runtime|connection)\.py",
+        r"(^|\.)(_receive|decode_stt|decode|stt_endpoint)$",
+    ),
     ("ws_receive", r"streaming/protocol\.py", r""),
-    ("events", r"transport/ws\.py", r"(^|\.)(emit|_send_locked|outbound|error|close)$"),
-    ("events", r"streaming/(events|mood)\.py", r""),
+    ("events", r"transport/connection\.py", r"(^|\.)(emit|_send_locked|outbound|error|close)$"),
+    ("events", r"streaming/(events|mood|finals)\.py", r""),
     ("events", r"policy/gating\.py", r""),
     ("events", r"streaming/session\.py", r"(^|\.)(_emit|_send_final|_send_error)$"),
     ("resample", r"streaming/framing\.py", r""),
     ("resample", r"emostt/audio\.py", r""),
     ("vad", r"streaming/vad\.py", r""),
     ("segmentation", r"streaming/segmenter\.py", r""),
-    ("batching", r"streaming/session\.py", r"(^|\.)(_deliver_partial|_deliver_final|_submit_final|_spawn)$"),
-    ("segmentation", r"streaming/session\.py", r""),
+    ("batching", r"streaming/session\.py", r"(^|\.)(_deliver_final|_submit_final|_spawn)$"),
+    ("batching", r"streaming/partials\.py", r""),
+    ("segmentation", r"streaming/(session|utterance)\.py", r""),
     ("engine", r"inference/", r""),
     ("batching", r"(batching/|policy/retry\.py|supervision\.py)", r""),
     ("metrics_logging", r"observability/", r""),

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from prometheus_client import REGISTRY
 
-from emostt.policy.outcome import Served
 from emostt.inference.engine import TranscriptionRequest
+from emostt.policy.outcome import Served
 from emostt.policy.retry import ResilientRunner
 from tests.gpu.conftest import NEEDS_CUDA, EngineFactory
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from emostt.batching.batcher import Batcher, BatcherConfig, BatcherFullError
-from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.inference.engine import Distribution, ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.observability import metrics
+from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.policy.retry import ResilientRunner
 
 DIST = Distribution("x", {"x": 1.0})

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from emostt.batching.batcher import Batcher, BatcherConfig, BatcherFullError
 from emostt.batching.host import BatcherHost
-from emostt.policy.outcome import Failed, Served
 from emostt.batching.remote import RemoteBatcher
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (
@@ -38,6 +37,7 @@ from emostt.inference.engine import (
     TranscriptionResult,
     Word,
 )
+from emostt.policy.outcome import Failed, Served
 from emostt.policy.retry import ResilientRunner
 from tests.integration.faults import FaultyEngine, GatedEngine
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emostt.policy.outcome import Failed, Served
 from emostt.errors import InvalidAudioError, OutOfMemoryError
 from emostt.inference.engine import Distribution, ModelInfo, TranscriptionRequest, TranscriptionResult
+from emostt.policy.outcome import Failed, Served
 from emostt.policy.retry import ResilientRunner, RetryConfig
 
 DIST = Distribution("x", {"x": 1.0})

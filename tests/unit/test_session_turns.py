@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from emostt.batching.batcher import Batcher
-from emostt.policy.outcome import Outcome, Served
 from emostt.inference.engine import Distribution, TranscriptionRequest, TranscriptionResult
+from emostt.policy.outcome import Outcome, Served
 from emostt.streaming import events
 from emostt.streaming.protocol import Audio, Control
 from emostt.streaming.session import Session

@@ -35,7 +35,8 @@ def test_parse_a_raw_line() -> None:
 
 
 SESSION = "emostt/streaming/session.py"
-WS = "emostt/transport/ws.py"
+RUNTIME = "emostt/transport/runtime.py"
+CONNECTION = "emostt/transport/connection.py"
 SANSIO = "uvicorn/protocols/websockets/websockets_sansio_impl.py"
 
 
@@ -47,7 +48,11 @@ def frames(*pairs: str) -> str:
 @pytest.mark.parametrize(
     ("tail", "stage"),
     [
-        (frames("_receive", WS, "WebSocket.receive", "starlette/websockets.py"), "ws_receive"),
+        (frames("_receive", RUNTIME, "WebSocket.receive", "starlette/websockets.py"), "ws_receive"),
+        (
+            frames("_receive", RUNTIME, "Connection.decode", CONNECTION, "decode_stt", CONNECTION),
+            "ws_receive",
+        ),
         (frames("Protocol.data_received", SANSIO), "ws_receive"),
         (frames("Session._on_audio", SESSION, "Framer.push", "emostt/streaming/framing.py"), "resample"),
         (frames("Session._on_audio", SESSION, "pcm16_to_float32", "emostt/audio.py"), "resample"),
@@ -58,6 +63,8 @@ def frames(*pairs: str) -> str:
         ),
         (frames("Session._on_audio", SESSION, "VadBatcher.speech_probs", "emostt/streaming/vad.py"), "vad"),
         (frames("Session._deliver_final", SESSION), "batching"),
+        (frames("deliver_partial", "emostt/streaming/partials.py"), "batching"),
+        (frames("final_events", "emostt/streaming/finals.py"), "events"),
         (frames("Batcher._submit", "emostt/batching/batcher.py"), "batching"),
         # A send: the service frame that called the library decides.
         (
@@ -65,9 +72,9 @@ def frames(*pairs: str) -> str:
                 "Session._send_final",
                 SESSION,
                 "Connection.emit",
-                WS,
+                CONNECTION,
                 "Connection._send_locked",
-                WS,
+                CONNECTION,
                 "WebSocket.send_text",
                 "starlette/websockets.py",
                 "Protocol.send",

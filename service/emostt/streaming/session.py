@@ -25,22 +25,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.batching.service import BatchService
 from emostt.errors import EmosttError, InvalidConfigError
 from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
-from emostt.policy.gating import gate_reasons
+from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.streaming import events
+from emostt.streaming.finals import final_events
 from emostt.streaming.framing import Framer
 from emostt.streaming.mood import MoodTracker
+from emostt.streaming.partials import deliver_partial
 from emostt.streaming.protocol import Audio, Command, Configure, Control
 from emostt.streaming.segmenter import Segmenter, SpeechEnded, SpeechStarted
+from emostt.streaming.utterance import SessionStats, Speculation, Utterance, transcription_request
 from emostt.streaming.vad import VadBatcher, VadFailedError, VadStream
 from emostt.vocabulary import VAD_FRAME_MS
 from emostt.vocabulary.session_config import EndpointConfig, SessionConfig
@@ -49,30 +50,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[events.Event], Awaitable[None]]
 MIN_PARTIAL_MS = 320
-
-
-@dataclass
-class _Speculation:
-    end_frame: int
-    outcome: asyncio.Task[Outcome]
-
-
-@dataclass
-class _Utterance:
-    utterance_id: str
-    start_frame: int
-    frames: list[tuple[int, npt.NDArray[np.float32]]] = field(default_factory=list)
-    partial_frames: int = 0  # utterance length (frames) at the last partial request
-    partial_in_flight: bool = False
-    partial_request: asyncio.Task[Outcome] | None = None
-    ended: bool = False
-    speculation: _Speculation | None = None
-    # When the audio holding the utterance's last speech frame so far was received (perf_counter).
-    speech_end_at: float = 0.0
-
-    def audio(self, end_frame: int | None = None) -> npt.NDArray[np.float32]:
-        frames = [f for i, f in self.frames if end_frame is None or i < end_frame]
-        return np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
 
 
 class Session:
@@ -102,11 +79,11 @@ class Session:
         self._framer = Framer(config.sample_rate)
         self._audio_received = False
         self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
-        self._utterance: _Utterance | None = None
+        self._utterance: Utterance | None = None
         self._last_final: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Utterances that have started and not yet ended in a final or an error, in order.
-        self._unfinished: dict[str, _Utterance] = {}
+        self._unfinished: dict[str, Utterance] = {}
         self._failing = False
         self.stats = SessionStats()
 
@@ -180,8 +157,8 @@ class Session:
             return None
         self._utterance = None
         utt.ended = True
-        self._drop_partial(utt)
-        self._discard_speculation(utt)
+        utt.drop_partial()
+        utt.discard_speculation()
         self._unfinished.pop(utt.utterance_id, None)
         metrics.UTTERANCES.labels("discarded").inc()
         return utt.utterance_id
@@ -189,7 +166,7 @@ class Session:
     def abort(self) -> None:
         """The client is gone: drop in-flight work, counting finals that can no longer be delivered."""
         if self._utterance is not None:
-            self._discard_speculation(self._utterance)
+            self._utterance.discard_speculation()
             self._utterance = None
         for task in self._tasks:
             task.cancel()
@@ -261,21 +238,14 @@ class Session:
 
     async def _start_utterance(self, event: SpeechStarted) -> None:
         self.stats.utterances += 1
-        utterance = _Utterance(f"u{self.stats.utterances}", event.start_frame)
+        utterance = Utterance(f"u{self.stats.utterances}", event.start_frame)
         utterance.frames = [(i, f) for i, f in self._history if i >= event.start_frame]
         self._utterance = utterance
         self._unfinished[utterance.utterance_id] = utterance
         await self._emit(events.speech_started(utterance.utterance_id, event.start_frame * VAD_FRAME_MS))
 
     def _request(self, audio: npt.NDArray[np.float32]) -> TranscriptionRequest:
-        cfg = self.config
-        return TranscriptionRequest(
-            audio,
-            language=cfg.language,
-            use_itn=cfg.use_itn,
-            word_timestamps=cfg.word_timestamps,
-            known_emotion_only=cfg.known_emotion_only,
-        )
+        return transcription_request(self.config, audio)
 
     def _submit_final(self, audio: npt.NDArray[np.float32]) -> asyncio.Task[Outcome]:
         return asyncio.ensure_future(
@@ -307,46 +277,8 @@ class Session:
         utt.partial_frames = spoken
         utt.partial_in_flight = True
         end_frame = utt.start_frame + spoken
-        self._spawn(self._deliver_partial(utt, utt.audio(end_frame), end_frame))
-
-    async def _deliver_partial(self, utt: _Utterance, audio: npt.NDArray[np.float32], end_frame: int) -> None:
-        requested = time.perf_counter()
-        pending = asyncio.ensure_future(
-            self._batcher.submit(self._request(audio), is_final=False, session_id=self.session_id)
-        )
-        utt.partial_request = pending
-        try:
-            await asyncio.wait((pending,))
-        except asyncio.CancelledError:
-            pending.cancel()
-            raise
-        finally:
-            utt.partial_in_flight = False
-            utt.partial_request = None
-        if pending.cancelled():  # the utterance's final is on its way: this partial is moot
-            metrics.PARTIALS.labels("stale").inc()
-            return
-        try:
-            outcome = pending.result()
-        except EmosttError:
-            metrics.PARTIALS.labels("shed").inc()
-            return
-        if isinstance(outcome, Failed):
-            metrics.PARTIALS.labels("shed" if outcome.code == "partial_shed" else "failed").inc()
-            return
-        if utt.ended:
-            metrics.PARTIALS.labels("stale").inc()
-            return
-        await self._emit(
-            events.partial(
-                utt.utterance_id,
-                outcome.result.text,
-                utt.start_frame * VAD_FRAME_MS,
-                end_frame * VAD_FRAME_MS,
-            )
-        )
-        metrics.PARTIALS.labels("sent").inc()
-        metrics.PARTIAL_LATENCY_SECONDS.observe(time.perf_counter() - requested)
+        request = self._request(utt.audio(end_frame))
+        self._spawn(deliver_partial(self._batcher, request, self.session_id, utt, end_frame, self._emit))
 
     # -- finals ------------------------------------------------------------------------------
 
@@ -356,25 +288,10 @@ class Session:
             return
         end_frame = self._segmenter.predicted_end()
         if utt.speculation is not None and utt.speculation.end_frame != end_frame:
-            self._discard_speculation(utt)  # speech resumed
+            utt.discard_speculation()  # speech resumed
         if end_frame is not None and utt.speculation is None:
-            utt.speculation = _Speculation(end_frame, self._submit_final(utt.audio(end_frame)))
-            self._drop_partial(utt)
-
-    @staticmethod
-    def _drop_partial(utt: _Utterance) -> None:
-        """A partial still waiting for the model is dropped once the final is being decoded."""
-        if utt.partial_request is not None:
-            utt.partial_request.cancel()
-
-    def _discard_speculation(self, utt: _Utterance) -> None:
-        if utt.speculation is not None:
-            discarded = utt.speculation.outcome
-            discarded.cancel()
-            # Nobody awaits it any more: collect its exception, if any, so none goes unreported.
-            discarded.add_done_callback(lambda t: t.cancelled() or t.exception())
-            utt.speculation = None
-            metrics.SPECULATIVE_FINALS.labels("discarded").inc()
+            utt.speculation = Speculation(end_frame, self._submit_final(utt.audio(end_frame)))
+            utt.drop_partial()
 
     def _trailing_silence(self) -> int:
         """Silent frames at the end of the open utterance (manual turns: by the VAD's ear)."""
@@ -397,12 +314,12 @@ class Session:
             return
         self._utterance = None
         utt.ended = True
-        self._drop_partial(utt)
+        utt.drop_partial()
         if utt.speculation is not None and utt.speculation.end_frame == event.end_frame:
             outcome = utt.speculation.outcome
             metrics.SPECULATIVE_FINALS.labels("used").inc()
         else:
-            self._discard_speculation(utt)
+            utt.discard_speculation()
             outcome = self._submit_final(utt.audio(event.end_frame))
         previous = self._last_final
         self._last_final = self._spawn(
@@ -413,7 +330,7 @@ class Session:
 
     async def _deliver_final(
         self,
-        utt: _Utterance,
+        utt: Utterance,
         pending: asyncio.Task[Outcome],
         end_frame: int,
         reason: str,
@@ -443,49 +360,31 @@ class Session:
         await self._emit(events.error(code, message, retryable, utterance_id))
 
     async def _send_final(
-        self, utt: _Utterance, served: Served, end_frame: int, reason: str, endpoint_at: float
+        self, utt: Utterance, served: Served, end_frame: int, reason: str, endpoint_at: float
     ) -> None:
-        result = served.result
-        gating = self.config.gating
-        reasons = gate_reasons(result, gating)
-        for r in reasons:
-            metrics.GATED.labels(r).inc()
-        if reasons and gating.drop_gated:
-            metrics.UTTERANCES.labels("dropped_gated").inc()
-            return
-        mood = None  # gated finals carry the mood unchanged (docs/protocol.md, "Mood")
-        if self.config.mood.enabled:
-            mood = self._mood.observe(result, bool(reasons), end_frame * VAD_FRAME_MS)
         now = time.perf_counter()
         latency_s = now - endpoint_at
-        final = events.final(
+        shaped = final_events(
             utt.utterance_id,
-            result,
-            gate_reasons=reasons,
-            degraded=served.degraded,
+            served,
+            gating=self.config.gating,
+            mood=self._mood if self.config.mood.enabled else None,
             end_reason=reason,
             audio_start_ms=utt.start_frame * VAD_FRAME_MS,
             audio_end_ms=end_frame * VAD_FRAME_MS,
             latency_ms=latency_s * 1000,
-            mood=mood.mood if mood else None,
         )
-        if mood and mood.changed:
-            metrics.EMOTION_CHANGES.labels(mood.changed.to_label).inc()
-            await self._emit(final, events.emotion_changed(mood.changed, utt.utterance_id))
-        else:
-            await self._emit(final)
+        for gate_reason in shaped.gate_reasons:
+            metrics.GATED.labels(gate_reason).inc()
+        if shaped.dropped:
+            metrics.UTTERANCES.labels("dropped_gated").inc()
+            return
+        if shaped.mood_changed_to is not None:
+            metrics.EMOTION_CHANGES.labels(shaped.mood_changed_to).inc()
+        await self._emit(*shaped.events)
         metrics.ENDPOINT_TO_FINAL_SECONDS.observe(latency_s)
         metrics.SPEECH_END_TO_FINAL_SECONDS.observe(now - (utt.speech_end_at or endpoint_at))
         if served.degraded:
             metrics.DEGRADED_FINALS.inc()
         metrics.UTTERANCES.labels("final").inc()
         self.stats.finals += 1
-
-
-@dataclass
-class SessionStats:
-    """What the session-end log line reports."""
-
-    utterances: int = 0
-    finals: int = 0
-    errors: int = 0

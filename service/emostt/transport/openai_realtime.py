@@ -34,10 +34,12 @@ from emostt.transport.auth import (
     offered_subprotocols,
     presented_token,
 )
+from emostt.transport.connection import Connection, Inbound, Step
 from emostt.transport.realtime_config import OPENAI_RATE, RealtimeRequestError, RealtimeView, parse_update
 from emostt.transport.realtime_events import Translator, WireEvent
+from emostt.transport.runtime import run_session
 from emostt.transport.state import AppState
-from emostt.transport.ws import CLOSE_POLICY, Connection, Inbound, Step, run_session
+from emostt.vocabulary import CLOSE_POLICY
 from emostt.vocabulary.session_config import SessionConfig
 
 # What OpenAI's browser clients offer: new WebSocket(url, ["realtime",
@@ -217,11 +219,13 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
         conn.device_id, headers.get("origin"), token, settings.auth_tokens, settings.allowed_origins
     )
     if rejection is not None:
-        await conn.reject(CLOSE_POLICY, rejection.reason, rejection.message)
+        await conn.reject(CLOSE_POLICY.code, rejection.reason, rejection.message)
         return
     if query.get("intent", "transcription") != "transcription":
         await conn.reject(
-            CLOSE_POLICY, "invalid_config", "this server serves transcription sessions: ?intent=transcription"
+            CLOSE_POLICY.code,
+            "invalid_config",
+            "this server serves transcription sessions: ?intent=transcription",
         )
         return
     refusal = state.admission()

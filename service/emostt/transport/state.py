@@ -14,6 +14,7 @@ from emostt.inference.engine import ModelInfo
 from emostt.observability import metrics
 from emostt.results.redis_streams import ResultsPublisher
 from emostt.streaming.vad import VadBatcher
+from emostt.vocabulary import CLOSE_OVERLOADED, CLOSE_RESTART
 
 
 class Drainable(Protocol):
@@ -56,14 +57,20 @@ class AppState:
     def admission(self) -> Refusal | None:
         """Why a new session must be refused now, or None to admit it."""
         if self.draining:
-            return Refusal(1012, "not_ready", "the server is restarting; reconnect")
+            return Refusal(CLOSE_RESTART.code, "not_ready", "the server is restarting; reconnect")
         if not self.serving() or self.batcher is None:
-            return Refusal(1013, "not_ready", "the server is not ready; retry later")
+            return Refusal(CLOSE_OVERLOADED.code, "not_ready", "the server is not ready; retry later")
         # The whole server's sessions: with front-end processes, every process's count.
         if self.batcher.open_sessions() >= self.settings.max_connections:
-            return Refusal(1013, "too_many_connections", "the server is at its connection limit; retry later")
+            return Refusal(
+                CLOSE_OVERLOADED.code,
+                "too_many_connections",
+                "the server is at its connection limit; retry later",
+            )
         if self.batcher.admission() is not None:
-            return Refusal(1013, "overloaded", "the server is at capacity; retry later or elsewhere")
+            return Refusal(
+                CLOSE_OVERLOADED.code, "overloaded", "the server is at capacity; retry later or elsewhere"
+            )
         return None
 
     def readiness(self) -> Readiness:
@@ -108,7 +115,9 @@ class AppState:
         while self.connections and time.monotonic() < deadline and not cut_short():
             await asyncio.sleep(0.05)
         for connection in list(self.connections.values()):
-            connection.interrupt(1012, "shutting_down", "the server is shutting down; reconnect")
+            connection.interrupt(
+                CLOSE_RESTART.code, "shutting_down", "the server is shutting down; reconnect"
+            )
         deadline = time.monotonic() + 5.0  # sending those errors is quick; never hang the exit
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

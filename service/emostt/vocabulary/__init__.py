@@ -60,6 +60,7 @@ CLOSE_OVERLOADED = CloseCode(
 )
 
 CLOSE_CODES = (CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_OVERLOADED)
+CLOSE_BY_CODE = {c.code: c for c in CLOSE_CODES}
 # The codes a connection is refused or ended with by policy (a metric label set).
 REFUSAL_CLOSE_CODES = tuple(
     str(c.code) for c in (CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_RESTART, CLOSE_OVERLOADED)
