@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
 from emostt.config import EngineSettings, Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
+from emostt.inference.options import EngineOptions
 from emostt.inference.threads import lower_thread_priority, set_thread_count
 from emostt.policy.retry import ResilientRunner, RetryConfig
 from emostt.server.planning import default_max_batch_size, worker_plan
 from emostt.vocabulary import SAMPLE_RATE
-
-if TYPE_CHECKING:
-    from emostt.inference.sensevoice import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +57,6 @@ def engine_options(
     that device: a precision belongs to a device (fp16 does not run on the CPU, int8 not on
     CUDA). Everything else (hub, threads, load timeout, backend, ONNX cache) is the same.
     """
-    from emostt.inference.sensevoice import EngineOptions  # torch: only when a model loads
-
     own_device = device is None or device == settings.device
     return EngineOptions(
         device=settings.device if device is None else device,
