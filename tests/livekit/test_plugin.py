@@ -19,6 +19,7 @@ import aiohttp
 import numpy as np
 import pytest
 import soxr
+from emostt_client.protocol import Error, parse_event
 from livekit.agents import (
     APIConnectionError,
     APIConnectOptions,
@@ -30,7 +31,7 @@ from livekit.agents import (
 )
 from livekit.plugins import emostt
 from livekit.plugins import openai as lk_openai
-from livekit.plugins.emostt import stt as emostt_stt
+from livekit.plugins.emostt.errors import close_error
 from livekit.rtc import AudioFrame
 
 from emostt.audio import read_audio_file
@@ -382,6 +383,7 @@ def test_livekit_openai_realtime_stt_against_v1_realtime(server: Server, turn_le
 def test_close_codes_map_to_the_framework_errors(
     code: int | None, error_code: str | None, kind: type[APIError], retryable: bool
 ) -> None:
-    error = {"type": "error", "code": error_code, "message": "…"} if error_code else None
-    mapped = emostt_stt._close_error(code, error, "closed")
+    error = parse_event({"type": "error", "code": error_code, "message": "…"}) if error_code else None
+    assert error is None or isinstance(error, Error)
+    mapped = close_error(code, error, "closed")
     assert type(mapped) is kind and mapped.retryable is retryable

@@ -15,13 +15,19 @@
 // that rate (8000, 16000, 22050, 24000, 32000, 44100, 48000; the server resamples to 16 kHz), or
 // resampled to 16 kHz in the worklet (linear interpolation) otherwise or when `resample: true`.
 //
-// Reconnection: a connection closed with 1001, 1006 (network loss), 1011, 1012 (server restart)
-// or 1013 (overloaded, try later) is opened again with exponential backoff and jitter, as the
-// Python SDK does; each new connection is a new session (utterance ids start again at u1). A
-// 1008 (refused: unauthorized, origin, rate limit…) or 1000 ends the stream with `closed`.
+// Reconnection, the clients' one rule (the Python SDK's emostt_client/protocol.py; the constants
+// below are checked against it): a close with 1001, 1006 (network loss), 1011, 1012 (restart) or
+// 1013 (overloaded) is followed by a new session (utterance ids start again at u1), after an
+// exponential backoff with jitter. 1008 (unauthorized, origin, rate limit…) or any other code ends
+// the stream with `closed`; so does 1000: after `stop()`, or at a session limit (an `idle_timeout`
+// or `session_too_long` error comes first), where the page decides whether to start again.
 
 /** Sample rates the server accepts in `?sample_rate=`. */
 export const SERVER_SAMPLE_RATES = Object.freeze([8000, 16000, 22050, 24000, 32000, 44100, 48000]);
+
+/** The device ids the server takes (in the URL path, a token's binding, a Redis Stream key). */
+export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+export const DEVICE_ID_RULE = "1-64 characters of A-Z a-z 0-9 . _ : - (starting with a letter or digit)";
 
 /** Seconds of microphone audio kept while the session is not ready yet (connecting, reconnecting). */
 export const MAX_PENDING_S = 2;
@@ -171,6 +177,11 @@ export class EmosttClient extends EventTarget {
    */
   connect(options) {
     if (this.#options) return Promise.reject(new Error("already connected: call stop() first"));
+    if (!DEVICE_ID.test(options.deviceId)) {
+      // The server would refuse it (1008 invalid_device_id) on every attempt.
+      const id = JSON.stringify(options.deviceId);
+      return Promise.reject(new Error(`invalid deviceId ${id}: ${DEVICE_ID_RULE}`));
+    }
     this.#options = options;
     this.#stopping = false;
     this.#attempt = 0;

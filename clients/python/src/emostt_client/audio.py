@@ -15,11 +15,12 @@ import numpy as np
 import numpy.typing as npt
 
 from emostt_client.errors import MissingDependencyError
+from emostt_client.protocol import SAMPLE_RATES
 
 __all__ = ["SUPPORTED_RATES", "AudioInput", "read_audio", "resample", "to_pcm16"]
 
-# Sample rates the server accepts (docs/protocol.md); others are resampled client-side.
-SUPPORTED_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
+# Sample rates the server accepts; others are resampled client-side.
+SUPPORTED_RATES = frozenset(SAMPLE_RATES)
 
 FloatArray = npt.NDArray[np.float32]
 AudioInput = bytes | bytearray | memoryview | npt.NDArray[Any]

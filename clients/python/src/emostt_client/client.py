@@ -18,57 +18,42 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from emostt_client.audio import SUPPORTED_RATES, AudioInput, read_audio, resample, to_pcm16
-from emostt_client.errors import ConnectionFailedError, ServerClosedError, StreamClosedError
-from emostt_client.events import Error, Event, Final, Ready, Reconnected, SpeechStarted, parse_message
-from emostt_client.handshake import CLOSE_ABNORMAL, Retry, build_url, close_failure, open_session
-from emostt_client.reconnect import ReconnectPolicy, is_retryable_close
+from emostt_client.audio import SUPPORTED_RATES, AudioInput, read_audio, to_pcm16
+from emostt_client.errors import StreamClosedError
+from emostt_client.handshake import close_failure
+from emostt_client.pacing import FAST, REALTIME, Pacing, SessionClock, clip_pcm16
+from emostt_client.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_RESTART,
+    Error,
+    Event,
+    Final,
+    Ready,
+    Reconnected,
+    ServerEvent,
+    SpeechStarted,
+    build_url,
+    merge_config,
+    reconnects_after,
+)
+from emostt_client.reconnect import ReconnectPolicy
+from emostt_client.session import open_with_retry, read_until_closed
 
 __all__ = ["FAST", "REALTIME", "Pacing", "Stream", "connect"]
 
-CLOSE_NORMAL, CLOSE_RESTART = 1000, 1012
 # send() splits larger audio: the server refuses messages over max_message_bytes (256 KiB default).
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Pacing:
-    """Send audio at ``speed`` x real time, after ``burst_s`` seconds sent at once per session."""
-
-    speed: float
-    burst_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.speed <= 0 or self.burst_s < 0:
-            raise ValueError("speed must be > 0 and burst_s >= 0")
-
-
-REALTIME = Pacing(1.0)
-# The server closes a session whose audio outruns burst_audio_s + max_realtime_factor x elapsed
-# time (defaults 5 s and 2x). The client's clock starts after the server's, so staying under
-# both defaults with a margin never trips the limit.
-FAST = Pacing(1.8, 4.0)
-
-
 _END = object()
-
-
-def _merge(config: dict[str, Any], fields: Mapping[str, Any]) -> None:
-    for key, value in fields.items():
-        if isinstance(value, Mapping) and isinstance(config.get(key), dict):
-            config[key].update(value)  # vad and gating merge field by field, as on the server
-        else:
-            config[key] = dict(value) if isinstance(value, Mapping) else value
 
 
 def connect(
@@ -123,7 +108,7 @@ class Stream:
         self._open_timeout = open_timeout
         self._close_timeout = close_timeout
         self._config: dict[str, Any] = {}
-        _merge(self._config, config or {})
+        merge_config(self._config, config or {})
         self._initial_rate = sample_rate
         self._ws: ClientConnection | None = None
         self._ready: Ready | None = None
@@ -137,10 +122,7 @@ class Stream:
         self._close_code: int | None = None
         self._open_utterances: dict[str, None] = {}
         # The current session, for pacing: its number, start (loop clock), audio sent, rate.
-        self._generation = 0
-        self._session_t0 = 0.0
-        self._session_audio_s = 0.0
-        self._session_rate = sample_rate
+        self._clock = SessionClock(sample_rate)
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -148,7 +130,7 @@ class Stream:
         if self._reader is not None or self._finished.is_set():
             raise RuntimeError("a stream opens once: connect() again for a new one")
         try:
-            ws, ready, _ = await self._connect_with_retry(reconnecting=False)
+            ws, ready, _ = await self._open(reconnecting=False)
         except BaseException as exc:
             if isinstance(exc, Exception):  # raised here; iterating raises it again
                 self._failure, self._failure_raised = exc, True
@@ -255,22 +237,16 @@ class Stream:
         chunk_ms: int = 100,
     ) -> float:
         """``send_file`` for a clip in memory: mono samples (float in [-1, 1], or int16) at ``rate``."""
-        if audio.dtype == np.int16:
-            audio = audio.astype(np.float32) / 32768
-        audio = np.asarray(audio, dtype=np.float32)
-        target = self._session_rate
-        if rate != target and self._session_audio_s == 0 and rate in SUPPORTED_RATES:
+        target = self._clock.rate
+        if rate != target and self._clock.audio_s == 0 and rate in SUPPORTED_RATES:
             await self.configure(sample_rate=rate)
             target = rate
-        audio = resample(audio, rate, target)
-        if trailing_silence_s > 0:
-            audio = np.concatenate((audio, np.zeros(round(trailing_silence_s * target), dtype=np.float32)))
-        pcm = to_pcm16(audio)
+        pcm = clip_pcm16(audio, rate, target, trailing_silence_s)
         pacing = Pacing(speed) if realtime else self._fast
         step = max(2, target * chunk_ms // 1000 * 2)
         for start in range(0, len(pcm), step):
             chunk = pcm[start : start + step]
-            await self._pace(len(chunk) / (2 * target), pacing)
+            await self._clock.pace(len(chunk) / (2 * target), pacing, self._wait_connected)
             await self._send(chunk, audio=True)
         return len(pcm) / (2 * target)
 
@@ -285,9 +261,9 @@ class Stream:
     async def configure(self, **fields: Any) -> None:
         """Change the session config (docs/protocol.md); the server answers ``ConfigUpdated``
         (or an ``invalid_config`` ``Error``). Remembered and re-sent after a reconnect."""
-        _merge(self._config, fields)
-        if "sample_rate" in fields and self._session_audio_s == 0:
-            self._session_rate = int(fields["sample_rate"])
+        merge_config(self._config, fields)
+        if "sample_rate" in fields and self._clock.audio_s == 0:
+            self._clock.rate = int(fields["sample_rate"])
         await self._send(json.dumps({"type": "config", **fields}))
 
     # -- receiving ----------------------------------------------------------------------------
@@ -362,28 +338,14 @@ class Stream:
                     self._connected.clear()  # the reader reconnects or ends the stream
                 continue
             if audio and self._ws is ws:
-                self._session_audio_s += len(message) / (2 * self._session_rate)
+                self._clock.count(len(message))
             return
-
-    async def _pace(self, chunk_s: float, pacing: Pacing) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wait_connected()
-            generation = self._generation
-            due = self._session_t0 + (self._session_audio_s + chunk_s - pacing.burst_s) / pacing.speed
-            if due <= loop.time():
-                return
-            await asyncio.sleep(due - loop.time())
-            if generation == self._generation:
-                return  # else a reconnect opened a new session: pace against its clock
 
     async def _install(self, ws: ClientConnection, ready: Ready) -> None:
         """Make a new session current: its clock, its rate, the remembered config, then sends."""
         self._ws, self._ready = ws, ready
-        self._generation += 1
-        self._session_t0 = asyncio.get_running_loop().time()
-        self._session_audio_s = 0.0
-        self._session_rate = int(self._config.get("sample_rate", ready.sample_rate))
+        rate = int(self._config.get("sample_rate", ready.sample_rate))
+        self._clock.restart(rate, asyncio.get_running_loop().time())
         self._events.put_nowait(ready)
         if self._config:
             with contextlib.suppress(ConnectionClosed):  # the reader sees the closed connection
@@ -394,16 +356,17 @@ class Stream:
         try:
             while True:
                 assert self._ws is not None
-                code, reason, error = await self._pump(self._ws)
+                closed = await read_until_closed(self._ws, self._deliver)
+                code = self._close_code = closed.code
                 self._connected.clear()
-                self._close_code = code
-                if code == CLOSE_NORMAL or (self._closing and code == CLOSE_RESTART):
-                    return
-                if self._closing or not is_retryable_close(code):
-                    raise close_failure(code, reason, error, attempts=1)
+                if not reconnects_after(code, requested=self._closing):
+                    # A 1000, or a drain's 1012 after our close (its finals came first): the end.
+                    if code == CLOSE_NORMAL or (self._closing and code == CLOSE_RESTART):
+                        return
+                    raise close_failure(code, closed.reason, closed.error, attempts=1)
                 lost = tuple(self._open_utterances)
                 self._open_utterances.clear()
-                ws, ready, attempt = await self._connect_with_retry(reconnecting=True, cause=code)
+                ws, ready, attempt = await self._open(reconnecting=True, cause=code)
                 self._events.put_nowait(Reconnected(attempt, code, lost))
                 await self._install(ws, ready)
         except asyncio.CancelledError:
@@ -415,41 +378,16 @@ class Stream:
             self._finished.set()
             self._events.put_nowait(_END)
 
-    async def _pump(self, ws: ClientConnection) -> tuple[int, str, Error | None]:
-        """Read events until the connection closes: its close code, reason and last error."""
-        last_error: Error | None = None
-        try:
-            async for message in ws:
-                event = parse_message(message)
-                if isinstance(event, SpeechStarted):
-                    self._open_utterances[event.utterance_id] = None
-                elif isinstance(event, (Final, Error)) and event.utterance_id is not None:
-                    self._open_utterances.pop(event.utterance_id, None)
-                if isinstance(event, Error):
-                    last_error = event
-                self._events.put_nowait(event)
-        except ConnectionClosed:
-            pass
-        code = ws.close_code if ws.close_code is not None else CLOSE_ABNORMAL
-        return code, ws.close_reason or "", last_error
+    def _deliver(self, event: ServerEvent) -> None:
+        if isinstance(event, SpeechStarted):
+            self._open_utterances[event.utterance_id] = None
+        elif isinstance(event, (Final, Error)) and event.utterance_id is not None:
+            self._open_utterances.pop(event.utterance_id, None)
+        self._events.put_nowait(event)
 
-    async def _connect_with_retry(
+    async def _open(
         self, *, reconnecting: bool, cause: int | None = None
     ) -> tuple[ClientConnection, Ready, int]:
-        total = self._policy.max_attempts + (0 if reconnecting else 1)
-        off = f"the connection closed with {cause}; reconnecting is off"
-        last = Retry(cause or CLOSE_ABNORMAL, None, off)
-        for attempt in range(1, total + 1):
-            backoff = attempt if reconnecting else attempt - 1
-            if backoff:
-                await asyncio.sleep(self._policy.delay(backoff))
-            try:
-                ws, ready = await open_session(self.url, self._headers, self._open_timeout)
-            except Retry as exc:
-                last = exc
-                continue
-            except ServerClosedError as exc:
-                exc.attempts = attempt
-                raise
-            return ws, ready, attempt
-        raise ConnectionFailedError(total, last.code, last.error, last.detail)
+        return await open_with_retry(
+            self.url, self._headers, self._open_timeout, self._policy, reconnecting=reconnecting, cause=cause
+        )

@@ -13,9 +13,6 @@ __all__ = [
     "StreamClosedError",
 ]
 
-# Error codes of a 1008 refusal that mean "these credentials / this device may not connect".
-AUTH_ERROR_CODES = frozenset({"unauthorized", "origin_not_allowed", "invalid_device_id"})
-
 
 class EmosttClientError(Exception):
     """Base class of the client's exceptions."""

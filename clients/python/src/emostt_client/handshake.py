@@ -1,4 +1,5 @@
-"""Opening a session: the endpoint URL, one connection attempt, and what a refusal means.
+"""Opening a session: one connection attempt, and what a refusal means (the endpoint URL and the
+close-code rules are the protocol core's, ``emostt_client.protocol``, re-exported here).
 
 A refused connection is accepted by the server, sent one ``error`` event and closed with the
 code that says whether to retry (docs/protocol.md); a connection that is admitted gets ``ready``.
@@ -7,21 +8,27 @@ code that says whether to retry (docs/protocol.md); a connection that is admitte
 from __future__ import annotations
 
 import asyncio
-import re
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from emostt_client.errors import AUTH_ERROR_CODES, AuthError, EmosttClientError, ServerClosedError
-from emostt_client.events import Error, Ready, parse_message
-from emostt_client.reconnect import is_retryable_close
+from emostt_client.errors import AuthError, EmosttClientError, ServerClosedError
+from emostt_client.protocol import (
+    AUTH_ERROR_CODES,
+    CLOSE_ABNORMAL,
+    CLOSE_OVERLOADED,
+    CLOSE_POLICY,
+    DEVICE_ID,
+    Error,
+    Ready,
+    build_url,
+    is_retryable_close,
+    parse_message,
+)
 
 __all__ = ["CLOSE_ABNORMAL", "DEVICE_ID", "Retry", "build_url", "close_failure", "open_session"]
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-CLOSE_ABNORMAL = 1006  # no close frame: a network loss, a killed server
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
@@ -29,24 +36,6 @@ class Retry(Exception):  # noqa: N818 - a signal: this attempt failed, another o
     def __init__(self, code: int, error: Error | None, detail: str) -> None:
         super().__init__(detail)
         self.code, self.error, self.detail = code, error, detail
-
-
-def build_url(url: str, device_id: str, sample_rate: int) -> str:
-    """``ws(s)://host[:port][/prefix]`` (http(s) is accepted too) -> the session's endpoint URL."""
-    if not DEVICE_ID.fullmatch(device_id):
-        raise ValueError(
-            f"invalid device_id {device_id!r}: 1-64 of A-Z a-z 0-9 . _ : -, starting with a letter or digit"
-        )
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"not a ws://, wss://, http:// or https:// URL: {url!r}")
-    path = parts.path.rstrip("/")
-    if not path.endswith("/ws/stt"):
-        path += "/ws/stt"
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sample_rate"]
-    query.append(("sample_rate", str(sample_rate)))
-    return urlunsplit((scheme, parts.netloc, f"{path}/{quote(device_id, safe='')}", urlencode(query), ""))
 
 
 async def open_session(
@@ -66,7 +55,7 @@ async def open_session(
         if status in (401, 403):
             raise AuthError(None, f"HTTP {status}") from exc
         if status >= 500 or status == 429:
-            raise Retry(1013, None, f"HTTP {status}") from exc
+            raise Retry(CLOSE_OVERLOADED, None, f"HTTP {status}") from exc
         raise ServerClosedError(None, f"HTTP {status}") from exc
     except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
         raise Retry(CLOSE_ABNORMAL, None, f"{type(exc).__name__}: {exc}") from exc
@@ -97,6 +86,6 @@ async def open_session(
 
 
 def close_failure(code: int, reason: str, error: Error | None, attempts: int) -> EmosttClientError:
-    if code == 1008 and error is not None and error.code in AUTH_ERROR_CODES:
+    if code == CLOSE_POLICY and error is not None and error.code in AUTH_ERROR_CODES:
         return AuthError(code, reason, error, attempts)
     return ServerClosedError(code, reason, error, attempts)

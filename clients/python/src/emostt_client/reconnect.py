@@ -1,22 +1,14 @@
-"""When and how soon to reconnect: close-code rules and exponential backoff with jitter."""
+"""How soon to reconnect: exponential backoff with jitter. Which closes are retried is the
+protocol core's rule (``emostt_client.protocol``), re-exported here."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from emostt_client.protocol import RETRYABLE_CLOSE_CODES, is_retryable_close
+
 __all__ = ["RETRYABLE_CLOSE_CODES", "ReconnectPolicy", "is_retryable_close"]
-
-# 1001 going away, 1006 abnormal closure (no close frame: network loss, a killed server),
-# 1011 internal error, 1012 service restart (drain), 1013 try again later (overloaded, at the
-# connection limit, not ready). Everything else is final: 1000 is a normal end and 1008 a
-# policy refusal (auth, limits); 1003/1007/1009 and 4xxx say the client sent something wrong,
-# which sending it again would not fix.
-RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
-
-
-def is_retryable_close(code: int) -> bool:
-    return code in RETRYABLE_CLOSE_CODES
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from emostt_client.protocol import SAMPLE_RATES, LanguageHint
 from pydantic import BaseModel, Field
 
-EmosttLanguages = Literal["auto", "zh", "en", "yue", "ja", "ko"]
-"""SenseVoice's language hints; anything else is sent as ``auto`` (detect)."""
+EmosttLanguages = LanguageHint
+"""SenseVoice's language hints (the protocol core's); anything else is sent as ``auto`` (detect)."""
 
-SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+SUPPORTED_SAMPLE_RATES = SAMPLE_RATES
 """The rates emostt's ``?sample_rate=`` accepts (the server resamples to 16 kHz)."""
 
 

@@ -1,0 +1,134 @@
+"""The clients' one protocol core (clients/python/src/emostt_client/protocol.py): dependency-free,
+in agreement with the server's own tables (``emostt.vocabulary``), the rules every client takes
+(the Python ones import them; the web client's copies are checked here), and no client module
+over 400 lines."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+import emostt_client
+import pipecat_emostt
+import pytest
+from emostt_client import protocol, reconnect
+from livekit.plugins.emostt import models as livekit_models
+
+from emostt import vocabulary
+from emostt.vocabulary import labels
+from tests.clients.test_web_close_codes import node
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE_FILES = [Path(protocol.__file__), Path(protocol.__file__).with_name("events.py")]
+MAX_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
+def test_the_core_needs_nothing_but_the_standard_library(path: Path) -> None:
+    imported: set[str] = set()
+    for node_ in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node_, ast.Import):
+            imported.update(alias.name for alias in node_.names)
+        elif isinstance(node_, ast.ImportFrom) and node_.module:
+            imported.add(node_.module)
+    allowed = set(sys.stdlib_module_names) | {"__future__", "emostt_client.events"}
+    assert {name for name in imported if name.split(".")[0] not in allowed and name not in allowed} == set()
+
+
+def test_close_codes_agree_with_the_servers_table() -> None:
+    for close in vocabulary.CLOSE_CODES:
+        # The server's retryable flag is the core's rule for a close the client did not ask for.
+        assert protocol.is_retryable_close(close.code) is close.retryable, close
+    named = {
+        protocol.CLOSE_NORMAL: vocabulary.CLOSE_NORMAL,
+        protocol.CLOSE_POLICY: vocabulary.CLOSE_POLICY,
+        protocol.CLOSE_TOO_BIG: vocabulary.CLOSE_TOO_BIG,
+        protocol.CLOSE_INTERNAL: vocabulary.CLOSE_INTERNAL,
+        protocol.CLOSE_RESTART: vocabulary.CLOSE_RESTART,
+        protocol.CLOSE_OVERLOADED: vocabulary.CLOSE_OVERLOADED,
+    }
+    assert all(code == close.code for code, close in named.items())
+    # Retried too, though the server never sends them: 1006 is no close frame at all (a network
+    # loss), 1001 a proxy or the host going away.
+    sent_retryable = {close.code for close in vocabulary.CLOSE_CODES if close.retryable}
+    assert protocol.RETRYABLE_CLOSE_CODES - sent_retryable == {
+        protocol.CLOSE_GOING_AWAY,
+        protocol.CLOSE_ABNORMAL,
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "requested", "outlives_sessions", "reconnects"),
+    [
+        (1008, False, False, False),
+        (1008, False, True, False),  # policy: never retried, by any client
+        (1009, False, True, False),
+        (4000, False, True, False),
+        (1012, False, False, True),
+        (1013, False, False, True),
+        (1006, False, False, True),
+        (1011, False, False, True),
+        (1001, False, False, True),
+        (1000, False, False, False),  # a session limit ends a stream opened for one session
+        (1000, False, True, True),  # ... but not an agent's or a pipeline's stream
+        (1000, True, True, False),  # a close the client asked for is the end
+        (1012, True, True, False),  # even a drain's, after the client's own close
+    ],
+)
+def test_the_one_reconnect_rule(
+    code: int, requested: bool, outlives_sessions: bool, reconnects: bool
+) -> None:
+    assert (
+        protocol.reconnects_after(code, requested=requested, outlives_sessions=outlives_sessions)
+        is reconnects
+    )
+
+
+def test_error_codes_are_the_servers() -> None:
+    for codes in (
+        protocol.AUTH_ERROR_CODES,
+        protocol.SESSION_LIMIT_ERROR_CODES,
+        protocol.CLOSING_ERROR_CODES,
+    ):
+        assert codes <= labels.ERROR_CODES
+
+
+def test_device_id_languages_and_rates_are_the_servers() -> None:
+    assert protocol.DEVICE_ID.pattern == vocabulary.DEVICE_ID.pattern
+    assert protocol.DEVICE_ID_RULE == vocabulary.DEVICE_ID_RULE
+    assert protocol.LANGUAGE_LABELS == labels.LANGUAGE_LABELS
+    assert protocol.NO_SPEECH in labels.LANGUAGE_LABELS
+    # Every hint a client offers is one the server takes; "nospeech" is the only one left out.
+    assert set(labels.LANGUAGE_HINTS) - set(protocol.LANGUAGE_HINTS) == {protocol.NO_SPEECH}
+    assert get_args(protocol.LanguageHint) == protocol.LANGUAGE_HINTS
+    assert protocol.SAMPLE_RATES == vocabulary.SUPPORTED_INPUT_RATES
+
+
+def test_the_python_clients_take_the_cores_rules() -> None:
+    assert reconnect.RETRYABLE_CLOSE_CODES is protocol.RETRYABLE_CLOSE_CODES
+    assert pipecat_emostt.RETRYABLE_CLOSE_CODES is protocol.RETRYABLE_CLOSE_CODES
+    assert livekit_models.SUPPORTED_SAMPLE_RATES is protocol.SAMPLE_RATES
+    assert get_args(livekit_models.EmosttLanguages) == protocol.LANGUAGE_HINTS
+    assert emostt_client.build_url is protocol.build_url
+    with pytest.raises(ValueError, match="starting with a letter or digit"):
+        protocol.check_device_id("-robot")
+
+
+def test_the_web_clients_copies_are_the_cores() -> None:
+    result = subprocess.run(node("constants"), capture_output=True, text=True, timeout=30, check=True)
+    web = json.loads(result.stdout)
+    assert set(web["retryable_close_codes"]) == protocol.RETRYABLE_CLOSE_CODES
+    assert tuple(web["sample_rates"]) == protocol.SAMPLE_RATES
+    assert web["device_id"] == protocol.DEVICE_ID.pattern
+    assert web["device_id_rule"] == protocol.DEVICE_ID_RULE
+
+
+def test_no_client_module_is_over_400_lines() -> None:
+    modules = [p for p in (ROOT / "clients").rglob("*") if p.suffix in (".py", ".js", ".mjs") and p.is_file()]
+    assert modules
+    too_long = {str(p.relative_to(ROOT)): n for p in modules if (n := len(p.read_text().splitlines())) > 400}
+    assert too_long == {}
