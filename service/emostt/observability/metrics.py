@@ -12,7 +12,14 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from emostt.vocabulary import REFUSAL_CLOSE_CODES
-from emostt.vocabulary.labels import BATCH_KINDS, ERROR_CODES, GATE_REASONS, MOOD_LABELS
+from emostt.vocabulary.labels import (
+    BATCH_KINDS,
+    ERROR_CODES,
+    GATE_REASONS,
+    MOOD_LABELS,
+    REJECTION_REASONS,
+    SESSION_END_REASONS,
+)
 
 # The classic text format exports each counter's and histogram's creation time as a separate
 # `*_created` gauge series: no panel or rule uses them, and they would double the series count.
@@ -29,35 +36,6 @@ PARTIAL_OUTCOMES = ("sent", "stale", "shed", "failed")
 SPECULATIVE_OUTCOMES = ("used", "discarded")
 RETRY_REASONS = ("oom_split", "isolate", "error")
 THREAD_KINDS = ("vad", "model_worker")
-REJECTION_REASONS = (
-    # at the handshake
-    "invalid_device_id",
-    "origin_not_allowed",
-    "unauthorized",
-    "invalid_config",
-    "not_ready",
-    "too_many_connections",
-    "overloaded",
-    # an open session closed by a limit
-    "message_too_big",
-    "rate_limited",
-    "too_fast",
-    "stalled_reader",
-)
-SESSION_END_REASONS = (
-    "closed",
-    "drained",
-    "client_gone",
-    "internal_error",
-    "shutting_down",
-    "idle_timeout",
-    "session_too_long",
-    "message_too_big",
-    "rate_limited",
-    "too_fast",
-    "stalled_reader",
-)
-
 VAD_SECONDS = Histogram(
     "emostt_vad_seconds",
     "From a received audio chunk to its speech probabilities (batched across sessions).",

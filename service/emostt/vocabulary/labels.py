@@ -88,3 +88,34 @@ ERROR_CODES = frozenset(
 # The kinds of work the batcher runs ("file": segments of uploaded files, the REST endpoint).
 JobKind = Literal["final", "partial", "file"]
 BATCH_KINDS: tuple[JobKind, ...] = get_args(JobKind)
+
+# Why a connection was refused, or an open session closed by a limit (the error code it gets).
+REJECTION_REASONS: tuple[str, ...] = (
+    # at the handshake
+    "invalid_device_id",
+    "origin_not_allowed",
+    "unauthorized",
+    "invalid_config",
+    "not_ready",
+    "too_many_connections",
+    "overloaded",
+    # an open session closed by a limit
+    "message_too_big",
+    "rate_limited",
+    "too_fast",
+    "stalled_reader",
+)
+# Why a session ended: also the reason in its close frame (docs/protocol.md).
+SESSION_END_REASONS: tuple[str, ...] = (
+    "closed",
+    "drained",
+    "client_gone",
+    "internal_error",
+    "shutting_down",
+    "idle_timeout",
+    "session_too_long",
+    "message_too_big",
+    "rate_limited",
+    "too_fast",
+    "stalled_reader",
+)
