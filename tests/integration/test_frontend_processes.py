@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,13 @@ SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.w
 START_TIMEOUT_S = 180
 
 
+def is_frontend(process: psutil.Process) -> bool:
+    try:
+        return "spawn_main" in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:  # also a zombie: a front end killed, not yet reaped, is none
+        return False
+
+
 @dataclass
 class MultiProcessServer:
     proc: subprocess.Popen[bytes]
@@ -44,8 +52,7 @@ class MultiProcessServer:
         return httpx.get(f"http://{self.base}{path}", timeout=10)
 
     def frontends(self) -> list[psutil.Process]:
-        children = psutil.Process(self.proc.pid).children()
-        return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        return [c for c in psutil.Process(self.proc.pid).children() if is_frontend(c)]
 
     def connections(self, frontend: psutil.Process) -> int:
         """Client connections this front end has accepted (open WebSockets)."""
@@ -70,8 +77,8 @@ class MultiProcessServer:
         raise AssertionError(f"{name} not exported")
 
 
-@contextmanager
-def multiprocess_server(tmp_path: Path, **env: str) -> Iterator[MultiProcessServer]:
+def launch(tmp_path: Path, **env: str) -> MultiProcessServer:
+    """``emostt serve --model demo --frontends 2`` with ``env`` (and nothing else of EMOSTT_*)."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("EMOSTT_", "PROMETHEUS_"))}
     settings = {
@@ -103,7 +110,13 @@ def multiprocess_server(tmp_path: Path, **env: str) -> Iterator[MultiProcessServ
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = MultiProcessServer(proc, port, log)
+    return MultiProcessServer(proc, port, log)
+
+
+@contextmanager
+def multiprocess_server(tmp_path: Path, **env: str) -> Iterator[MultiProcessServer]:
+    server = launch(tmp_path, **env)
+    proc, log = server.proc, server.log
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -123,7 +136,7 @@ def multiprocess_server(tmp_path: Path, **env: str) -> Iterator[MultiProcessServ
             proc.kill()
             proc.wait(30)
         for child in psutil.Process().children(recursive=True):
-            if "spawn_main" in " ".join(child.cmdline()):
+            if is_frontend(child):
                 child.kill()
 
 
@@ -266,6 +279,69 @@ def test_a_front_end_that_dies_is_replaced_and_the_other_keeps_serving(
             assert all([e["text"] for e in ev if e["type"] == "final"] == ["turn left"] for ev, _ in results)
 
         asyncio.run(run())
+
+
+async def replaced(server: MultiProcessServer, victim: psutil.Process, timeout_s: float) -> None:
+    """Until two front ends run again, the victim not among them (polling, with a deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while not (len(server.frontends()) == 2 and victim.pid not in {f.pid for f in server.frontends()}):
+        assert time.monotonic() < deadline, (
+            f"not replaced in {timeout_s} s:\n{server.log.read_text()[-3000:]}"
+        )
+        await asyncio.sleep(0.1)
+
+
+def test_a_front_end_whose_event_loop_hangs_is_killed_and_replaced(tmp_path: Path, speech_pcm: bytes) -> None:
+    hang_s = 5.0  # the model process's hang timeout, shortened for the test (10 s in service)
+    with multiprocess_server(tmp_path, EMOSTT_TEST_FRONTEND_HANG_TIMEOUT_S=str(hang_s)) as server:
+
+        async def run() -> None:
+            hung, survivor = await sessions_on_both_frontends(server)
+            victim = psutil.Process(server.frontend_of(hung))
+            victim.suspend()  # SIGSTOP: the process lives, but its event loop answers nothing
+            stopped = time.monotonic()
+            # Meanwhile the other front end serves a whole session.
+            events, close_code = await finish(survivor, speech_pcm)
+            assert [e["text"] for e in events if e["type"] == "final"] == ["turn left"], events
+            assert close_code == 1000
+            await asyncio.wait_for(hung.wait_closed(), hang_s + 30)
+            assert hung.close_code == 1006, "killed: no close frame"
+            await replaced(server, victim, 30)
+            # The kill came from the hang rule: after the timeout (less the last beat's age, up
+            # to the 1 s beat interval), not at once.
+            assert time.monotonic() - stopped > hang_s - 1.5
+            assert server.metric("emostt_frontend_restarts_total") == 1
+            text = server.log.read_text()
+            assert re.search(
+                r"front end \d: its event loop did not answer for [\d.]+ s \(hung\); killing it", text
+            )
+            assert re.search(
+                r"front end \d was killed: its event loop did not answer .*; restarting it", text
+            )
+            replacement = await sessions_on_both_frontends(server)
+            results = await asyncio.gather(*(finish(ws, speech_pcm) for ws in replacement))
+            assert all([e["text"] for e in ev if e["type"] == "final"] == ["turn left"] for ev, _ in results)
+
+        asyncio.run(run())
+
+
+def test_a_front_end_that_cannot_start_stops_the_server_with_status_3(tmp_path: Path) -> None:
+    # A real bad value only the front ends reject: the model process never publishes results,
+    # each front end's start-up builds the Redis client, which refuses the port.
+    server = launch(tmp_path, EMOSTT_RESULTS_REDIS_URL="redis://127.0.0.1:99999")
+    try:
+        status = server.proc.wait(START_TIMEOUT_S)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    text = server.log.read_text()
+    assert status == 3, text[-3000:]
+    assert re.search(r"front end \d failed to start: ValueError: Port out of range 0-65535", text), text
+    assert (
+        len(re.findall(r"front end \d failed to start \(exited with status 3\); stopping the server", text))
+        == 1
+    )
+    assert "restarting it" not in text, "no restart is spent on a front end that cannot start"
 
 
 def test_front_ends_exit_when_the_model_process_is_killed(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -111,6 +112,18 @@ def test_failures_refusals_cancels_and_status_arrive_as_sent(code: str, text: st
 def test_an_unknown_message_kind_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown message kind"):
         decode(b"X{}")
+
+
+def test_a_front_ends_heartbeat_is_none_until_it_beats_and_again_after_a_reset() -> None:
+    slots = FrontendSlots(multiprocessing.get_context("spawn"), 2)
+    assert slots.last_beat(0) is None, "zero means the front end never served"
+    before = time.monotonic()
+    slots.beat(0)
+    beat = slots.last_beat(0)
+    assert beat is not None and before <= beat <= time.monotonic()
+    assert slots.last_beat(1) is None, "each front end beats in its own slot"
+    slots.reset(0)  # a restarted front end must serve again before it counts as started
+    assert slots.last_beat(0) is None
 
 
 class Link:

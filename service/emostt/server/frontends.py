@@ -15,9 +15,16 @@ utterances of every front end (batching/host.py). docs/engine.md, "Front-end pro
   one-process server does (readiness fails, finals flushed, 1012); the model keeps serving
   until the last front end has exited. A second signal is passed on too: the drain ends now.
   Front ends run in their own process group, so a terminal's Ctrl-C reaches them once, here.
-- A front end that dies is restarted; more than ``MAX_RESTARTS`` in ``RESTART_WINDOW_S`` ends
-  the server with an error (the orchestrator restarts it). A front end whose model process
-  is gone drains and exits.
+- A front end that dies after serving is restarted; more than ``MAX_RESTARTS`` in
+  ``RESTART_WINDOW_S`` ends the server with an error (the orchestrator restarts it). A front end
+  whose model process is gone drains and exits.
+- Liveness, in the manner of uvicorn's multiprocess supervisor: each front end's event loop beats
+  into its shared-memory slot every second once it serves (frontend_process.py); one silent for
+  ``HANG_TIMEOUT_S`` (its loop is blocked, or the process is stopped) is killed and replaced
+  like one that died.
+- A front end that never served (it exited, or did not serve within ``START_TIMEOUT_S``) would
+  fail the same way every time: the server stops with ``STARTUP_FAILURE`` (3) instead of spending
+  restarts on it. The model loads on a thread meanwhile, so this is known before a long load ends.
 """
 
 from __future__ import annotations
@@ -28,15 +35,21 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emostt.batching.slots import FrontendSlots
 from emostt.config import Settings
 from emostt.inference.engine import Engine
+
+if TYPE_CHECKING:
+    from emostt.batching.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,17 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 # Past the drain timeout, front ends get this long to close their sockets before SIGKILL.
 EXIT_MARGIN_S = 15.0
+# A front end beats every second. Ten missed beats is no scheduling hiccup: a loop blocked that
+# long has already stalled every one of its streams (clients see no events), and WebSocket pings
+# (20 s) would soon drop them anyway; a replacement serves the reconnecting clients.
+HANG_TIMEOUT_S = 10.0
+# Tests only, not a setting: a shorter hang timeout, so a hang test takes seconds.
+HANG_TIMEOUT_ENV = "EMOSTT_TEST_FRONTEND_HANG_TIMEOUT_S"
+# From spawn to serving takes seconds (imports, the app's start-up); this is for a front end
+# stuck in its start-up, with room for a machine busy loading and warming the model.
+START_TIMEOUT_S = 120.0
+# The server's status when a front end cannot start: uvicorn's own for a server that cannot.
+STARTUP_FAILURE = 3
 
 
 def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | None = None) -> int:
@@ -62,8 +86,17 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
         s: signal.signal(s, lambda sig, _f: signals.append(sig)) for s in (signal.SIGTERM, signal.SIGINT)
     }
     frontends: dict[int, SpawnProcess] = {}
+    started_at: dict[int, float] = {}
+    killed: dict[int, str] = {}  # front ends this process killed, and why
+    # Since when this process has watched without a gap: silence is only counted from then, so a
+    # pause of the whole server (docker pause, a frozen VM) does not look like every front end hung.
+    watching_since = last_round = time.monotonic()
     crashes: deque[float] = deque()
     status = 0
+    hang_timeout_s = float(os.environ.get(HANG_TIMEOUT_ENV, HANG_TIMEOUT_S))
+    loader = ThreadPoolExecutor(1, thread_name_prefix="emostt-model-load")
+    loading: Future[Batcher] | None = None
+    batcher: Batcher | None = None
 
     def start_frontend(index: int) -> None:
         ours, theirs = ctx.Pipe(duplex=True)
@@ -77,21 +110,39 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
         theirs.close()
         host.attach(index, ours)
         frontends[index] = process
+        started_at[index] = time.monotonic()
+
+    def check(index: int, process: SpawnProcess, now: float) -> None:
+        """Kill a front end that stopped beating, or never started serving."""
+        if index in killed:
+            return  # killed already, not reaped yet
+        beat = slots.last_beat(index)
+        if beat is None and not signals and now - started_at[index] > START_TIMEOUT_S:
+            killed[index] = f"not serving {START_TIMEOUT_S:.0f} s after it was started"
+        elif beat is not None and now - max(beat, watching_since) > hang_timeout_s:
+            killed[index] = f"its event loop did not answer for {now - beat:.1f} s (hung)"
+        else:
+            return
+        log.error("front end %d: %s; killing it", index, killed[index])
+        process.kill()  # SIGKILL: a blocked loop never runs a SIGTERM handler (a stopped one neither)
 
     try:
         for index in range(count):
             start_frontend(index)
         log.info("front-end processes started", extra={"frontends": count, "port": settings.port})
-        batcher = asyncio.run(start_batcher(settings, engine)) if not signals else None
-        if batcher is not None:
-            host.serve(batcher)
-            log.info(
-                "model process ready", extra={"model": batcher.model.name, "device": batcher.model.device}
-            )
+        if not signals:
+            # On a thread, so the front ends are supervised while the model loads and warms up.
+            loading = loader.submit(lambda: asyncio.run(start_batcher(settings, engine)))
         forwarded = 0
         deadline = float("inf")
         while frontends:
             wait([p.sentinel for p in frontends.values()], timeout=0.1)
+            if batcher is None and loading is not None and loading.done():
+                batcher = loading.result()  # a failed load ends the server, as it always did
+                host.serve(batcher)
+                log.info(
+                    "model process ready", extra={"model": batcher.model.name, "device": batcher.model.device}
+                )
             while forwarded < len(signals):  # each signal is passed on once: the second one forces
                 forwarded += 1
                 deadline = min(deadline, time.monotonic() + settings.drain_timeout_s + EXIT_MARGIN_S)
@@ -99,18 +150,35 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
                 for process in frontends.values():
                     if process.pid is not None and process.is_alive():
                         os.kill(process.pid, signal.SIGTERM)
+            now = time.monotonic()
+            if now - last_round > 1.0:  # this process did not run for a while: nor may they have
+                watching_since = now
+            last_round = now
             for index, process in list(frontends.items()):
                 if process.is_alive():
+                    check(index, process, now)
                     continue
                 process.join()
                 del frontends[index]
                 if process.pid is not None:
                     multiprocess.mark_dead(process.pid)
+                served = slots.last_beat(index) is not None
                 slots.reset(index)
+                reason = killed.pop(index, None)
+                why = f"was killed: {reason}" if reason else f"exited with status {process.exitcode}"
                 if signals:
                     continue
+                if not served:
+                    log.critical(
+                        "front end %d failed to start (%s); stopping the server with status %d",
+                        index,
+                        why,
+                        STARTUP_FAILURE,
+                    )
+                    signals.append(signal.SIGTERM)
+                    status = STARTUP_FAILURE
+                    continue
                 metrics.FRONTEND_RESTARTS.inc()
-                now = time.monotonic()
                 crashes.append(now)
                 while crashes and now - crashes[0] > RESTART_WINDOW_S:
                     crashes.popleft()
@@ -121,13 +189,15 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
                     signals.append(signal.SIGTERM)
                     status = 1
                     continue
-                log.error("front end %d exited with %s; restarting it", index, process.exitcode)
+                log.error("front end %d %s; restarting it", index, why)
                 start_frontend(index)
             if time.monotonic() > deadline:
                 for process in frontends.values():
                     log.error("front end %s did not exit in time; killing it", process.name)
                     process.kill()
                 deadline = float("inf")
+        if batcher is None and loading is not None:
+            batcher = loading.result()  # stopped while loading: the load cannot be cut short
         if batcher is not None:
             batcher.stop()
         return status
@@ -136,6 +206,7 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
             signal.signal(sig, handler)
         for process in frontends.values():
             process.kill()
+        loader.shutdown(wait=False)
         host.stop()
         sock.close()
         multiprocess.cleanup(metrics_dir)
@@ -144,21 +215,17 @@ def serve(settings: Settings, count: int, metrics_dir: Path, engine: Engine | No
 def frontend_main(
     settings: Settings, index: int, sock: socket.socket, conn: Connection, slots: FrontendSlots
 ) -> None:
-    """A front-end process: the app on the shared socket, its model work sent to the parent."""
-    from emostt.batching.remote import RemoteBatcher
+    """A front-end process (frontend_process.py), in its own process group."""
     from emostt.observability.logging import configure
-    from emostt.server.app import DrainingServer, create_app
-    from emostt.server.run import server_config
 
     os.setpgrp()  # signals come from the model process only (see the module doc)
     configure(json_logs=settings.log_json)
-
-    def lost_model_process() -> None:
-        os.kill(os.getpid(), signal.SIGTERM)  # drain and exit: nothing left to serve
-
-    remote = RemoteBatcher(conn, index, slots, on_lost=lost_model_process)
-    server = DrainingServer(server_config(settings, create_app(settings, remote=remote)))
-    server.run(sockets=[sock])
+    try:  # here: the model process never imports the app
+        from emostt.server.frontend_process import run_frontend
+    except Exception as exc:
+        log.critical("front end %d failed to start: %s: %s", index, type(exc).__name__, exc, exc_info=exc)
+        sys.exit(STARTUP_FAILURE)
+    run_frontend(settings, index, sock, conn, slots)
 
 
 def _bind(settings: Settings) -> socket.socket:
