@@ -17,16 +17,11 @@ import numpy as np
 import pytest
 
 from emostt.errors import ModelLoadError
-from emostt.inference import sensevoice
+from emostt.inference import sensevoice, switching
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
 from emostt.inference.loading import auto_backend, check_backend
-from emostt.inference.onnx_encoder import (
-    COMPLETE_MARKER,
-    QUANTIZED_FILE,
-    cached_export,
-    export_in_subprocess,
-    remove_stale_staging,
-)
+from emostt.inference.onnx_cache import COMPLETE_MARKER, QUANTIZED_FILE, cached_export, remove_stale_staging
+from emostt.inference.onnx_export import export_in_subprocess
 from emostt.inference.sensevoice import EXPORT_THREAD_NAME, EngineOptions, SenseVoiceEngine
 from tests.conftest import espeak
 from tests.integration.server import pcm16, running_server, service_settings, stream
@@ -70,7 +65,7 @@ def forbid_exports(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("exported although it must not")
 
     monkeypatch.setattr(sensevoice, "ensure_exported", no_export)
-    monkeypatch.setattr(sensevoice, "export_in_subprocess", no_export)
+    monkeypatch.setattr(switching, "export_in_subprocess", no_export)
 
 
 class GatedExport:
@@ -89,7 +84,7 @@ class GatedExport:
 @pytest.fixture
 def gated_export(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedExport]:
     gate = GatedExport()
-    monkeypatch.setattr(sensevoice, "export_in_subprocess", gate)
+    monkeypatch.setattr(switching, "export_in_subprocess", gate)
     yield gate
     gate.release.set()  # never leave an export thread waiting behind a failed test
 
@@ -233,7 +228,7 @@ def test_auto_serves_with_torch_at_once_and_switches_to_onnx_when_the_background
     phrases: list[tuple[str, np.ndarray]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=sensevoice.__name__)
+    caplog.set_level(logging.INFO, logger=switching.__name__)
     requests = [TranscriptionRequest(audio) for _, audio in phrases]
     engine = SenseVoiceEngine.load("demo", auto_options(tmp_path))
     # The export is held back: everything here happens while it is still running.
@@ -351,7 +346,7 @@ def test_a_failed_background_export_leaves_torch_serving_and_says_why(
         attempts.append(cache_dir)
         raise ModelLoadError("ONNX export of the encoder failed: no space left on device")
 
-    monkeypatch.setattr(sensevoice, "export_in_subprocess", failing_export)
+    monkeypatch.setattr(switching, "export_in_subprocess", failing_export)
     engine = SenseVoiceEngine.load("demo", auto_options(tmp_path))
     assert not engine.wait_for_backend("onnx", timeout=SWITCH_TIMEOUT_S)
     for thread in export_threads():

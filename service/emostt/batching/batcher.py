@@ -34,21 +34,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from emostt.audio import SAMPLE_RATE
 from emostt.batching.capacity import CapacityConfig, CapacityModel, session_refusal
 from emostt.batching.collate import Waiting, pick_batch
-from emostt.batching.outcome import Failed, Outcome
 from emostt.errors import EmosttError
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
 from emostt.observability import metrics
+from emostt.policy.outcome import Failed, Outcome
 from emostt.policy.retry import ResilientRunner
 from emostt.supervision import SupervisedThread, resolve_threadsafe
+from emostt.vocabulary import SAMPLE_RATE
+from emostt.vocabulary.labels import JobKind
 
 log = logging.getLogger(__name__)
 
 
 WorkerRole = Literal["any", "final", "partial"]
-JobKind = Literal["final", "partial", "file"]
 
 
 class BatcherFullError(EmosttError):
@@ -311,8 +311,8 @@ class Batcher:
             chosen = pick_batch(
                 waiting,
                 self._fair_share(role, runnable, max_batch),
-                int(cfg.max_padded_seconds * 16_000),
-                max_partial_padded_samples=int(cfg.max_partial_padded_seconds * 16_000),
+                int(cfg.max_padded_seconds * SAMPLE_RATE),
+                max_partial_padded_samples=int(cfg.max_partial_padded_seconds * SAMPLE_RATE),
             )
             batch = [eligible[i] for i in chosen]
             taken = {id(j) for j in batch}
@@ -365,13 +365,15 @@ class Batcher:
             metrics.QUEUE_WAIT_SECONDS.labels(job.kind).observe(waited)
             if job.is_final:
                 self._recent_wait = (waited, started)
+        backend = self.model.backend
         model_started = time.perf_counter()
         outcomes = self.runner.run([j.request for j in batch])
         elapsed = time.perf_counter() - model_started
         metrics.BATCH_INFERENCE_SECONDS.labels(batch[0].kind).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
         if batch[0].is_final:
-            self.capacity.record_batch(sum(len(j.request.audio) for j in batch) / SAMPLE_RATE, elapsed)
+            audio_s = sum(len(j.request.audio) for j in batch) / SAMPLE_RATE
+            self.capacity.record_batch_on(backend, lambda: self.model.backend, audio_s, elapsed)
         failed = [(j, o) for j, o in zip(batch, outcomes, strict=True) if isinstance(o, Failed)]
         if failed:
             log.warning(

@@ -4,7 +4,8 @@ Two measured quantities, each a time-decayed ratio of sums (recent behaviour cou
 old behaviour fades with ``halflife_s``), with a prior that fades as evidence accumulates:
 
 - cost: model seconds per second of final audio, from every final batch the workers run
-  (on this machine, under the contention it actually has);
+  (on this machine, under the contention it actually has), learned afresh when the engine
+  changes backend while serving (``record_batch(restart=True)``);
 - demand: seconds of final audio a session submits per second it is open (real-time speech
   with pauses is well below 1; the prior assumes continuous speech until measured).
 
@@ -50,6 +51,9 @@ class CapacityModel:
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
+        # The engine backend the cost was measured on (record_batch_on), and its own lock: see there.
+        self._backend_lock = threading.Lock()
+        self._measured_backend: str | None = None
         self._decay = math.log(2) / config.halflife_s
         self._last = clock()
         self._sessions = 0
@@ -65,12 +69,34 @@ class CapacityModel:
             self._model_s = self._cost_audio_s = self._demand_audio_s = self._session_s = 0.0
         self._publish()
 
-    def record_batch(self, audio_s: float, model_s: float) -> None:
-        """A final batch: ``audio_s`` seconds of audio took ``model_s`` seconds on one worker."""
+    def record_batch_on(
+        self, backend: str, serving: Callable[[], str], audio_s: float, model_s: float
+    ) -> None:
+        """``record_batch`` for a final batch that started on ``backend``, the engine now serving
+        ``serving()``. When the engine's backend has changed (torch -> onnx while serving), the cost
+        is re-learned from the first batch on the new one: the old estimate stays in force until
+        then, and batches of the old backend that end later, or that ran across the switch, are
+        not recorded."""
+        # Under one lock, and reading the backend inside it: a late batch of the old backend
+        # cannot land after the first batch of the new one and restart the cost again.
+        with self._backend_lock:
+            now = serving()
+            if backend != now:
+                return
+            restart = now != self._measured_backend
+            self._measured_backend = now
+            self.record_batch(audio_s, model_s, restart=restart)
+
+    def record_batch(self, audio_s: float, model_s: float, *, restart: bool = False) -> None:
+        """A final batch: ``audio_s`` seconds of audio took ``model_s`` seconds on one worker.
+        ``restart``: the cost is learned afresh from this batch (the engine changed, e.g. its
+        backend); demand, a property of the sessions, is kept."""
         if audio_s <= 0:
             return
         with self._lock:
             self._advance()
+            if restart:
+                self._model_s = self._cost_audio_s = 0.0
             self._model_s += model_s
             self._cost_audio_s += audio_s
         self._publish()

@@ -18,7 +18,6 @@ from multiprocessing.connection import Connection
 
 from emostt.batching.batcher import Batcher, BatcherFullError, BatcherStoppedError
 from emostt.batching.channel import Channel
-from emostt.policy.outcome import Outcome
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (
     CancelMessage,
@@ -32,6 +31,7 @@ from emostt.batching.wire import (
     encode_status,
 )
 from emostt.inference.engine import ModelInfo
+from emostt.policy.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

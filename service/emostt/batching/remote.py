@@ -24,7 +24,6 @@ from multiprocessing.connection import Connection
 from emostt.batching.batcher import BatcherFullError, BatcherStoppedError
 from emostt.batching.capacity import session_refusal
 from emostt.batching.channel import Channel
-from emostt.policy.outcome import Failed, Outcome
 from emostt.batching.slots import FrontendSlots
 from emostt.batching.wire import (
     JobMessage,
@@ -36,6 +35,7 @@ from emostt.batching.wire import (
     encode_job,
 )
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
+from emostt.policy.outcome import Failed, Outcome
 from emostt.supervision import fail_threadsafe, resolve_threadsafe
 from emostt.vocabulary.labels import JobKind
 

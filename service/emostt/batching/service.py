@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from emostt.policy.outcome import Outcome
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
+from emostt.policy.outcome import Outcome
 
 
 class BatchService(Protocol):

@@ -22,7 +22,6 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.inference.engine import (
     Distribution,
     ModelInfo,
@@ -30,6 +29,7 @@ from emostt.inference.engine import (
     TranscriptionResult,
     Word,
 )
+from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.vocabulary.labels import JobKind
 
 RefusalCode = Literal["overloaded", "shutting_down"]

@@ -18,11 +18,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from emostt.audio import Float32Array
-from emostt.policy.outcome import Outcome, Served
 from emostt.batching.service import BatchService
 from emostt.errors import EmosttError
 from emostt.files.segments import Segment
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
+from emostt.policy.outcome import Outcome, Served
 
 
 class SegmentFailedError(EmosttError):

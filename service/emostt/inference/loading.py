@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -114,9 +113,3 @@ def verify_checkpoint(model: torch.nn.Module, model_dir: Path) -> None:
             f"{path} does not match config.yaml: {len(missing)} missing and {len(wrong)} mis-shaped tensors "
             f"(first: {(missing + wrong)[0]})"
         )
-
-
-def revision_of(model_dir: Path) -> str:
-    digest = hashlib.sha1((model_dir / "config.yaml").read_bytes())
-    digest.update(str((model_dir / "model.pt").stat().st_size).encode())
-    return digest.hexdigest()[:12]

@@ -10,8 +10,6 @@ import threading
 
 import torch
 
-from emostt.machine import usable_cores as usable_cores  # the engine sizes its threads by it
-
 log = logging.getLogger(__name__)
 
 

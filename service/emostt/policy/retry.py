@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.errors import EmosttError, InferenceError, InvalidAudioError, OutOfMemoryError
 from emostt.inference.engine import Engine, TranscriptionRequest
 from emostt.observability import metrics
+from emostt.policy.outcome import Failed, Outcome, Served
 
 log = logging.getLogger(__name__)
 
