@@ -16,9 +16,6 @@ from emostt.errors import EmosttError, validation_problem_list
 
 if TYPE_CHECKING:
     from emostt.config import EngineSettings
-    from emostt.inference.sensevoice import SenseVoiceEngine
-
-MAX_FILE_SECONDS = 30.0
 
 # Settings a flag can set, by field name: an invalid value is reported by its flag. A flag left
 # out is None, so the setting comes from EMOSTT_* or its default.
@@ -96,15 +93,6 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _engine_from_settings(settings: EngineSettings) -> SenseVoiceEngine:
-    from emostt.inference.sensevoice import SenseVoiceEngine
-    from emostt.server.engines import engine_options
-
-    return SenseVoiceEngine.load_with_fallback(
-        settings.model, settings.fallback_model, engine_options(settings)
-    )
-
-
 def _format_result(name: str, result: dict[str, Any]) -> str:
     lang, emo, event = result["language"], result["emotion"], result["event"]
     return (
@@ -117,32 +105,20 @@ def _format_result(name: str, result: dict[str, Any]) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from emostt.audio import read_audio_file
     from emostt.config import EngineSettings
-    from emostt.inference.engine import TranscriptionRequest
-    from emostt.vocabulary import SAMPLE_RATE
+    from emostt.server.offline import transcribe_files
 
     settings = _settings_from_args(EngineSettings, args, ENGINE_FLAGS)
-    requests = []
-    for name in args.files:
-        audio = read_audio_file(Path(name))
-        if len(audio) > MAX_FILE_SECONDS * SAMPLE_RATE:
-            raise EmosttError(
-                f"{name} is {len(audio) / SAMPLE_RATE:.0f} s long; transcribe takes utterances up to "
-                f"{MAX_FILE_SECONDS:.0f} s (stream longer audio to the service, which segments it)"
-            )
-        requests.append(
-            TranscriptionRequest(
-                audio,
-                language=args.language,
-                use_itn=not args.no_itn,
-                word_timestamps=args.words,
-                known_emotion_only=args.known_emotion,
-            )
-        )
-    engine = _engine_from_settings(settings)
-    for name, result in zip(args.files, engine.transcribe(requests), strict=True):
-        payload = {"file": name, **result.to_dict()}
+    results = transcribe_files(
+        settings,
+        [Path(name) for name in args.files],
+        language=args.language,
+        use_itn=not args.no_itn,
+        word_timestamps=args.words,
+        known_emotion_only=args.known_emotion,
+    )
+    for name, result in zip(args.files, results, strict=True):
+        payload = {"file": name, **result}
         if args.json:
             sys.stdout.write(orjson.dumps(payload).decode() + "\n")
         else:
