@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare .gpu-bundle/ here, for a GPU machine that reaches no package registry:
 #   wheels/     what that machine's Python lacks (tools/gpu/bundle-packages.txt), for CPython
-#               3.12 on manylinux x86-64, at the versions of this project's .venv, plus the
-#               emostt wheel itself; installed there with --no-index --no-deps
+#               3.12 on manylinux x86-64, at the versions of this project's .venv; installed
+#               there with --no-index --no-deps into a site directory. Not emostt itself: the
+#               working tree's code (and its demo model) runs there, from PYTHONPATH=service
 #   clips.npz   espeak-ng phrases for the tests and the streaming benchmark (no espeak-ng there)
 #   MANIFEST.txt
 # The bundle travels with the device tool's `carry` (64 MiB with the working tree): the
@@ -62,16 +63,6 @@ grep -v -E '^\s*(#|$)' tools/gpu/bundle-packages.txt | while read -r name; do
         esac
     done
 done
-
-# emostt itself (pure Python; the demo model and the web page are package data), built from a
-# copy so that setuptools leaves no build/ in the working tree.
-mkdir "$work/src"
-cp -r pyproject.toml README.md service "$work/src/"
-find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
-"$PY" -m pip wheel --quiet --no-deps -w "$OUT/wheels" "$work/src" >"$work/log" 2>&1 || {
-    cat "$work/log" >&2
-    exit 1
-}
 
 "$PY" tools/gpu/save_clips.py "$OUT/clips.npz" --limit 160
 
