@@ -11,7 +11,7 @@
 # Offline torch: mount a directory of wheels into the build and name it in TORCH_FIND_LINKS
 # (tools/image_test.sh does this with buildah's --volume).
 #
-# Any base with a glibc userland and apt works: python3 (>= 3.10) and venv are installed from the
+# Any base with a glibc userland and apt works: python3 (>= 3.11) and venv are installed from the
 # distribution when the base has none (CUDA runtime images ship no Python).
 
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
@@ -35,7 +35,7 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     fi; \
     apt-get update; \
     apt-get install -y --no-install-recommends $packages; \
-    python3 -c "import sys; assert sys.version_info >= (3, 10), sys.version"; \
+    python3 -c "import sys; assert sys.version_info >= (3, 11), sys.version"; \
     groupadd --system --gid 10001 emostt; \
     useradd --system --uid 10001 --gid emostt --home-dir /home/emostt --create-home --shell /usr/sbin/nologin emostt; \
     install -d -o emostt -g emostt -m 0775 /cache

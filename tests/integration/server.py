@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from emostt.config import Settings
 from emostt.inference.engine import Engine
 from emostt.server.app import DrainingServer, create_app
+from emostt.server.run import server_config
 
 
 def free_port() -> int:
@@ -53,14 +54,9 @@ def running_server(
     """``port``: a given one, e.g. for a server restarted where its clients reconnect."""
     port = port or free_port()
     app = create_app(settings, engine=engine, fallback=fallback)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ws_max_size=settings.max_message_bytes,
-        log_level="warning",
-        lifespan="on",
-    )
+    # emostt serve's own uvicorn configuration (message size, protocol pings, graceful shutdown),
+    # on a loopback port.
+    config = server_config(settings.model_copy(update={"host": "127.0.0.1", "port": port}), app)
     server = DrainingServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -121,10 +121,11 @@ class Connection:
         if not self._open:
             return
         try:
-            await asyncio.wait_for(
-                self.ws.send_text(orjson.dumps(message).decode()), self.state.settings.send_timeout_s
-            )
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: before Python 3.12 wait_for can return a send that
+            # completed together with a cancellation of this task and lose the cancellation.
+            async with asyncio.timeout(self.state.settings.send_timeout_s):
+                await self.ws.send_text(orjson.dumps(message).decode())
+        except TimeoutError:
             # The client stopped reading: nothing more can reach it.
             self._open = False
             metrics.count_rejection("stalled_reader", CLOSE_POLICY.code)
@@ -145,7 +146,8 @@ class Connection:
             if self.ws.application_state != WebSocketState.DISCONNECTED:
                 timeout = self.state.settings.send_timeout_s
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.ws.close(code, reason[:120]), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.ws.close(code, reason[:120])
 
     async def reject(self, code: int, reason: str, message: str) -> None:
         metrics.count_rejection(reason, code)

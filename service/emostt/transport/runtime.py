@@ -121,11 +121,23 @@ async def _serve(conn: Connection, session: Session) -> Ending:
             )
         if ending.error:
             await conn.error(ending.error, ending.message, retryable=ending.code == CLOSE_RESTART.code)
-    if not consumer.done():
-        consumer.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await consumer
+    await _stop(consumer)
     return ending
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again while it runs on.
+
+    One cancellation is not always enough: library code can lose it (``asyncio.wait_for`` before
+    Python 3.12 returns a result that completed together with the cancellation), and a consumer
+    that lost it goes back to waiting on its queue forever, holding its session, its slot and
+    its share of the limits open (seen with Realtime clients that aborted TCP after a commit).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait((task,), timeout=1.0)
+    if not task.cancelled():
+        task.exception()  # retrieved: a consumer that failed has been logged by _serve already
 
 
 async def _flush(consumer: asyncio.Task[None], queue: asyncio.Queue[Inbound]) -> None:
@@ -138,8 +150,9 @@ async def _flush(consumer: asyncio.Task[None], queue: asyncio.Queue[Inbound]) ->
         await queue.put(Control("close"))
         await asyncio.shield(consumer)
 
-    with contextlib.suppress(asyncio.TimeoutError, Exception):
-        await asyncio.wait_for(close_and_wait(), FLUSH_TIMEOUT_S)
+    with contextlib.suppress(Exception):  # TimeoutError included
+        async with asyncio.timeout(FLUSH_TIMEOUT_S):
+            await close_and_wait()
 
 
 async def _receive(
