@@ -349,6 +349,30 @@ async def test_invalid_events_get_errors_and_the_session_goes_on(server: Server,
     check_transcripts(events, ["turn left"])
 
 
+async def test_oversized_strings_are_refused_naming_their_field_and_never_echoed(
+    server: Server, turn_left: bytes
+) -> None:
+    long = "x" * 200_000
+    async with realtime(server) as ws:
+        client = Client(ws)
+        update = {"type": "session.update", "session": {"type": "transcription"}}
+        update["session"]["audio"] = {"input": {"transcription": {"model": long}}}
+        await client.send({"type": "input_audio_buffer.clear", "event_id": long}, update, *appends(turn_left))
+        events = await client.until(is_type(COMPLETED))
+    errors = [e["error"] for e in events if e["type"] == "error"]
+    assert [(e["param"], e["event_id"]) for e in errors] == [
+        ("event_id", None),
+        ("session.audio.input.transcription.model", None),
+    ]
+    assert all(long not in orjson.dumps(e).decode() for e in events)
+    check_transcripts(events, ["turn left"])  # the session went on
+    async with realtime(server, query="model=" + "m" * 257) as ws:
+        [error] = await Client(ws).until(is_type("error"))
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 1008 and "model is longer than 256" in error["error"]["message"]
+
+
 async def test_bad_keys_are_refused(server: Server) -> None:
     for key, query in ((None, ""), ("wrong", ""), (DEVICE_KEY, "device_id=robot-2")):
         async with realtime(server, key=key, query=query) as ws:

@@ -154,3 +154,45 @@ def test_bad_updates_name_the_field(event: dict[str, Any], param: str) -> None:
     with pytest.raises(RealtimeRequestError) as raised:
         parse_update(event, VIEW, CONFIG, "auto")
     assert raised.value.param == param
+
+
+LONG = "x" * 300_000  # a client's 300 KB string, never stored or echoed
+
+
+@pytest.mark.parametrize(
+    ("event", "param"),
+    [
+        (ga({"transcription": {"model": LONG}}), "session.audio.input.transcription.model"),
+        (ga({"transcription": {"prompt": LONG}}), "session.audio.input.transcription.prompt"),
+        (ga({"transcription": {"language": LONG}}), "session.audio.input.transcription.language"),
+        (ga({"transcription": {"languages": [LONG]}}), "session.audio.input.transcription.languages"),
+        (ga({"transcription": {"delay": LONG}}), "session.audio.input.transcription.delay"),
+        (
+            ga({"turn_detection": {"type": "semantic_vad", "eagerness": LONG}}),
+            "session.audio.input.turn_detection.eagerness",
+        ),
+        (ga({"noise_reduction": {"type": LONG}}), "session.audio.input.noise_reduction.type"),
+        ({"type": "session.update", "session": {"include": [LONG]}}, "session.include"),
+        ({"type": "session.update", "session": {"include": ["a"] * 17}}, "session.include"),
+        (
+            {
+                "type": "transcription_session.update",
+                "session": {"input_audio_transcription": {"prompt": LONG}},
+            },
+            "session.input_audio_transcription.prompt",
+        ),
+    ],
+)
+def test_every_string_a_client_sets_is_bounded_and_the_refusal_names_it(
+    event: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(RealtimeRequestError) as raised:
+        parse_update(event, VIEW, CONFIG, "auto")
+    assert raised.value.param == param
+    assert LONG not in str(raised.value), "the refusal does not echo the value"
+
+
+def test_strings_within_their_bounds_are_kept_and_echoed() -> None:
+    prompt = "Ada Lovelace, Babbage " * 100  # 2,200 characters
+    update = parse_update(ga({"transcription": {"model": "m" * 256, "prompt": prompt}}), VIEW, CONFIG, "auto")
+    assert update.view.transcription["model"] == "m" * 256 and update.view.transcription["prompt"] == prompt

@@ -35,7 +35,14 @@ from emostt.transport.auth import (
     presented_token,
 )
 from emostt.transport.connection import Connection, Inbound, Step
-from emostt.transport.realtime_config import OPENAI_RATE, RealtimeRequestError, RealtimeView, parse_update
+from emostt.transport.realtime_config import (
+    MAX_EVENT_ID_CHARS,
+    OPENAI_RATE,
+    TRANSCRIPTION_LIMITS,
+    RealtimeRequestError,
+    RealtimeView,
+    parse_update,
+)
 from emostt.transport.realtime_events import Translator, WireEvent
 from emostt.transport.runtime import run_session
 from emostt.transport.state import AppState
@@ -110,7 +117,14 @@ class RealtimeConnection(Connection):
             raise RealtimeRequestError("the event is not valid JSON", openai_code="invalid_json") from None
         if not isinstance(event, dict):
             raise RealtimeRequestError("the event must be a JSON object", openai_code="invalid_json")
-        event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        event_id = event.get("event_id")
+        if not isinstance(event_id, str) or len(event_id) > MAX_EVENT_ID_CHARS:
+            # Not echoed: an error's event_id must not carry whatever a client put there.
+            if isinstance(event_id, str):
+                raise RealtimeRequestError(
+                    f"event_id is longer than {MAX_EVENT_ID_CHARS} characters", param="event_id"
+                )
+            event_id = None
         try:
             return self._command(event, event_id)
         except RealtimeRequestError as exc:
@@ -220,6 +234,10 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
     )
     if rejection is not None:
         await conn.reject(CLOSE_POLICY.code, rejection.reason, rejection.message)
+        return
+    if len(model) > TRANSCRIPTION_LIMITS["model"]:
+        limit = TRANSCRIPTION_LIMITS["model"]
+        await conn.reject(CLOSE_POLICY.code, "invalid_config", f"model is longer than {limit} characters")
         return
     if query.get("intent", "transcription") != "transcription":
         await conn.reject(

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from emostt.errors import ProtocolError, validation_problem_list
@@ -32,6 +33,26 @@ OPENAI_RATE = 24_000
 MANUAL_TURN_MODELS = ("gpt-realtime-whisper", "gpt-live-transcribe")
 VAD_FIELDS = ("threshold", "prefix_padding_ms", "silence_duration_ms")
 TURN_TYPES = ("server_vad", "semantic_vad")
+EAGERNESS = ("low", "medium", "high", "auto")
+NOISE_REDUCTION_TYPES = ("near_field", "far_field")
+# What a client may set and the server shows back, bounded: OpenAI's own values are short (model
+# names, ISO-639 codes, ids); a prompt is a few sentences or a list of words. Without bounds a
+# client could park megabytes in its session and have them echoed in every session.updated.
+TRANSCRIPTION_LIMITS = {"model": 256, "language": 32, "prompt": 4096}
+MAX_EVENT_ID_CHARS = 256
+MAX_INCLUDE = 16
+MAX_INCLUDE_CHARS = 128
+MAX_UNKNOWN_HINTS = 16
+MAX_UNKNOWN_HINT_BYTES = 1024
+
+
+def check_text(value: object, name: str, limit: int, param: str) -> str:
+    """``value`` when it is a string of at most ``limit`` characters; else an error naming ``param``."""
+    if not isinstance(value, str):
+        raise RealtimeRequestError(f"{name} must be a string", param=param)
+    if len(value) > limit:
+        raise RealtimeRequestError(f"{name} is longer than {limit} characters", param=param)
+    return value
 
 
 class RealtimeRequestError(ProtocolError):
@@ -94,9 +115,17 @@ def parse_update(
         changes["sample_rate"] = found.rate
     if found.transcription is not None:
         transcription = {**view.transcription, **found.transcription}
-        for key in ("model", "language", "prompt"):
-            if transcription.get(key) is not None and not isinstance(transcription[key], str):
-                raise RealtimeRequestError(f"{key} must be a string", param=f"{found.prefix}.{key}")
+        _check_unknown_hints(transcription, found.prefix)
+        for key, limit in TRANSCRIPTION_LIMITS.items():
+            if transcription.get(key) is not None:
+                check_text(transcription[key], key, limit, f"{found.prefix}.{key}")
+        languages = transcription.get("languages")
+        if languages is not None:
+            param = f"{found.prefix}.languages"
+            if not isinstance(languages, list) or len(languages) > MAX_INCLUDE:
+                raise RealtimeRequestError(f"languages must be a list of at most {MAX_INCLUDE}", param=param)
+            for language in languages:
+                check_text(language, "languages", TRANSCRIPTION_LIMITS["language"], param)
         changes["language"] = _language(transcription, default_language)
         updates["transcription"] = transcription
     manual = view.manual_turns
@@ -223,7 +252,14 @@ def _presence(
         found.turn_detection = _object(parent, turn_key, found.turn_prefix)
     if noise_key in parent:
         found.has_noise_reduction = True
-        found.noise_reduction = _object(parent, noise_key, noise_param)
+        noise = _object(parent, noise_key, noise_param)
+        if noise is not None:
+            kind = noise.get("type")
+            if kind not in NOISE_REDUCTION_TYPES:
+                types = ", ".join(NOISE_REDUCTION_TYPES)
+                raise RealtimeRequestError(f"type must be one of {types}", param=f"{noise_param}.type")
+            noise = {"type": kind}
+        found.noise_reduction = noise
 
 
 def _turn_detection(
@@ -244,7 +280,11 @@ def _turn_detection(
         name, problem = validation_problem_list(exc, "turn_detection")[0]
         raise RealtimeRequestError(f"{name}: {problem}", param=f"{prefix}.{name}") from None
     eagerness = turn.get("eagerness") if turn_type == "semantic_vad" else None
-    return vad, turn_type, eagerness if isinstance(eagerness, str) else None
+    if eagerness is not None and eagerness not in EAGERNESS:
+        raise RealtimeRequestError(
+            f"eagerness must be one of {', '.join(EAGERNESS)}", param=f"{prefix}.eagerness"
+        )
+    return vad, turn_type, eagerness
 
 
 def _language(transcription: Mapping[str, Any], default: str) -> str:
@@ -255,6 +295,18 @@ def _language(transcription: Mapping[str, Any], default: str) -> str:
     if not language and isinstance(languages, list) and languages:
         language = languages[0] if len(languages) == 1 and isinstance(languages[0], str) else "auto"
     return language_hint(language, default)
+
+
+def _check_unknown_hints(transcription: Mapping[str, Any], prefix: str) -> None:
+    """Hints this server does not use are kept and echoed (see the module doc), within bounds."""
+    unknown = [key for key in transcription if key not in TRANSCRIPTION_LIMITS and key != "languages"]
+    if len(unknown) > MAX_UNKNOWN_HINTS:
+        raise RealtimeRequestError(f"at most {MAX_UNKNOWN_HINTS} other transcription fields", param=prefix)
+    for key in unknown:
+        if len(key) > MAX_INCLUDE_CHARS or len(orjson.dumps(transcription[key])) > MAX_UNKNOWN_HINT_BYTES:
+            raise RealtimeRequestError(
+                f"{key[:40]} is larger than {MAX_UNKNOWN_HINT_BYTES} bytes", param=f"{prefix}.{key[:40]}"
+            )
 
 
 def _object(parent: Mapping[str, Any], key: str, param: str) -> dict[str, Any] | None:
@@ -268,6 +320,10 @@ def _include(session: Mapping[str, Any]) -> list[str] | None:
     value = session.get("include")
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RealtimeRequestError("include must be a list of strings", param="session.include")
+    if not isinstance(value, list) or len(value) > MAX_INCLUDE:
+        raise RealtimeRequestError(
+            f"include must be a list of at most {MAX_INCLUDE} strings", param="session.include"
+        )
+    for item in value:
+        check_text(item, "include", MAX_INCLUDE_CHARS, "session.include")
     return value
