@@ -84,9 +84,29 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --no-deps --wheel-dir /dist /src
 
 # ---------------------------------------------------------------------------------------------
+# turn-model: the end-of-turn model, Smart Turn v3.2 (BSD-2-Clause), and its license, taken out of
+# the pipecat-ai wheel of this version: only the file (8.7 MB) lands in the image, pipecat is not
+# installed. docs/engine.md, "Turn model"; EMOSTT_TURN_MODEL=off at run time turns it off.
+FROM deps AS turn-model
+ARG SMART_TURN_PIPECAT_VERSION=1.14.0
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip-ca,required=false \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 pip download --no-deps --only-binary=:all: --dest /tmp/pipecat \
+      "pipecat-ai==${SMART_TURN_PIPECAT_VERSION}"; \
+    install -d /opt/emostt/models; \
+    python -c "import glob, pathlib, zipfile; \
+wheel = zipfile.ZipFile(glob.glob('/tmp/pipecat/pipecat_ai-*.whl')[0]); \
+out = pathlib.Path('/opt/emostt/models'); \
+out.joinpath('smart-turn-v3.2-cpu.onnx').write_bytes(wheel.read('pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx')); \
+out.joinpath('smart-turn-LICENSE').write_bytes(wheel.read(next(n for n in wheel.namelist() if n.endswith('.dist-info/licenses/LICENSE'))))"; \
+    rm -rf /tmp/pipecat
+
+# ---------------------------------------------------------------------------------------------
 # runtime
 FROM base AS runtime
 COPY --from=deps /opt/venv /opt/venv
+COPY --from=turn-model /opt/emostt/models /opt/emostt/models
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
     pip install --no-deps --no-index --no-cache-dir /dist/*.whl; \
     emostt --help >/dev/null
@@ -97,7 +117,8 @@ ENV XDG_CACHE_HOME=/cache \
     HF_HOME=/cache/huggingface \
     HOME=/home/emostt \
     EMOSTT_HOST=0.0.0.0 \
-    EMOSTT_PORT=8000
+    EMOSTT_PORT=8000 \
+    EMOSTT_TURN_MODEL=/opt/emostt/models/smart-turn-v3.2-cpu.onnx
 VOLUME ["/cache"]
 WORKDIR /home/emostt
 USER 10001:10001

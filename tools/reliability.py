@@ -6,6 +6,8 @@
     python tools/reliability.py churn    --model demo --cycles 1000
     python tools/reliability.py overload --model /tmp/sv-full --capacity 8 --duration 120
     python tools/reliability.py soak     --model /tmp/sv-full --sessions 4 --duration 1800
+    python tools/reliability.py files    --model demo --files 4 --minutes 59 --content noise-floor
+    python tools/reliability.py hostile  --model demo   (tools/reliability_hostile.py)
 
 Every subcommand starts its own server on a free port, captures the server's stdout and stderr
 to files, writes a JSON result (``--out``), prints a markdown summary and exits 1 when one of
@@ -33,7 +35,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1723,6 +1725,117 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# files: large uploads at once; the server's RSS comes back
+
+
+def piped_flac(audio: np.ndarray, rate: int, stated: bool = False) -> bytes:
+    """A FLAC as a piped encoder writes it: STREAMINFO's total samples (and MD5) 0, "unknown"
+    (``stated``: as a file encoder writes it, the length known)."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="FLAC")
+    if stated:
+        return buffer.getvalue()
+    data = bytearray(buffer.getvalue())
+    word = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
+    data[18:26] = word.to_bytes(8, "big")
+    data[26:42] = bytes(16)
+    return bytes(data)
+
+
+def file_audio(content: str, minutes: float, seed: int) -> np.ndarray:
+    """16 kHz int16: ``silence`` (digital zeros, the issue's 178 KB hour) or ``noise-floor`` (1 LSB
+    of noise for 1/8 s of every second: a real recording's size, so the file is transcribed)."""
+    seconds = int(minutes * 60)
+    audio = np.zeros((seconds, 16_000), dtype=np.int16)
+    if content == "noise-floor":
+        rng = np.random.default_rng(seed)
+        audio[:, :2000] = rng.integers(-1, 2, size=(seconds, 2000), dtype=np.int16)
+    return audio.reshape(-1)
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    import psutil
+
+    data = piped_flac(file_audio(args.content, args.minutes, args.seed), 16_000, args.length == "stated")
+    server = Server(args, "files").start()
+    url = f"{server.base}/v1/audio/transcriptions"
+
+    def post(body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        response = httpx.post(
+            url, files={"file": ("audio.flac", body)}, data={"model": "whisper-1"}, timeout=args.timeout
+        )
+        error = response.json().get("error") if response.status_code != 200 else None
+        return {
+            "status": response.status_code,
+            "code": error["code"] if error else None,
+            "elapsed_s": round(time.perf_counter() - started, 2),
+        }
+
+    try:
+        process = psutil.Process(server.pid)
+        warm = post(piped_flac(file_audio("silence", 0.05, args.seed), 16_000))  # first-request costs
+        time.sleep(args.settle_s)
+        start_rss, start_cpu = process.memory_info().rss, sum(process.cpu_times()[:2])
+        peak, started = start_rss, time.perf_counter()
+        with ThreadPoolExecutor(args.files) as pool:
+            futures = [pool.submit(post, data) for _ in range(args.files)]
+            while not all(f.done() for f in futures) and time.perf_counter() - started < args.timeout:
+                peak = max(peak, process.memory_info().rss)
+                time.sleep(0.05)
+            answers = [f.result() for f in futures]
+        wall = time.perf_counter() - started
+        cpu = sum(process.cpu_times()[:2]) - start_cpu
+        time.sleep(args.settle_s)
+        end_rss = process.memory_info().rss
+        alive, healthz, _ = server.final_check()
+    finally:
+        server.stop()
+    growth = (end_rss - start_rss) / start_rss * 100
+    expected = {"silence": (400, "audio_too_compressed"), "noise-floor": (200, None)}[args.content]
+    unexpected = [a for a in answers if (a["status"], a["code"]) != expected]
+    mb = 1e6
+    criteria = [
+        Criterion(
+            "RSS after vs before",
+            f"{growth:+.1f} %",
+            f"within ±{args.max_rss_growth} %",
+            abs(growth) <= args.max_rss_growth,
+        ),
+        Criterion(f"answers other than {expected}", len(unexpected), "= 0", not unexpected),
+        Criterion("server alive, /healthz 200", f"{alive}, {healthz}", "yes, 200", alive and healthz == 200),
+    ]
+    result = {
+        "parameters": {
+            "files": args.files,
+            "minutes": args.minutes,
+            "content": args.content,
+            "length": args.length,
+        },
+        "file_bytes": len(data),
+        "warm": warm,
+        "answers": answers,
+        "rss_mb": {"start": round(start_rss / mb), "peak": round(peak / mb), "end": round(end_rss / mb)},
+        "server_cpu_s": round(cpu, 1),
+        "wall_s": round(wall, 1),
+    }
+    figures = [
+        (
+            "files at once",
+            f"{args.files} x {args.minutes:g} min {args.content} ({args.length} length), {len(data)} bytes",
+        ),
+        ("answers", Counter(f"{a['status']} {a['code'] or ''}".strip() for a in answers)),
+        ("RSS start / peak / end (MB)", f"{start_rss / mb:.0f} / {peak / mb:.0f} / {end_rss / mb:.0f}"),
+        ("server CPU / wall", f"{cpu:.1f} s / {wall:.1f} s"),
+    ]
+    return finish(args, "files", server, criteria, result, figures)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1816,6 +1929,27 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--max-rss-drift", type=float, default=5.0, help="percent")
     soak.add_argument("--client-processes", type=int, default=1)
     soak.set_defaults(func=cmd_soak)
+
+    import reliability_hostile  # imports this module: loaded once the parsers above exist
+
+    reliability_hostile.add_parser(sub, common)
+
+    files = sub.add_parser("files", parents=[common], help="large FLACs at once; RSS comes back")
+    files.add_argument("--files", type=int, default=4, help="uploads at once")
+    files.add_argument("--minutes", type=float, default=59.0, help="audio per file")
+    files.add_argument(
+        "--content",
+        choices=["silence", "noise-floor"],
+        default="silence",
+        help="silence: refused for its size (1 s per 100 bytes); noise-floor: transcribed in full",
+    )
+    files.add_argument(
+        "--length", choices=["unknown", "stated"], default="unknown", help="the FLAC header's length"
+    )
+    files.add_argument("--settle-s", type=float, default=2.0, help="pause before each RSS reading")
+    files.add_argument("--max-rss-growth", type=float, default=10.0, help="percent")
+    files.add_argument("--timeout", type=float, default=1800.0)
+    files.set_defaults(func=cmd_files)
 
     args = parser.parse_args(argv)
     try:

@@ -66,7 +66,7 @@ def _settings_from_args(cls: type[SettingsT], args: argparse.Namespace, flags: d
 
 def _device(value: str) -> str:
     """argparse type for --device: the same check the settings make."""
-    from emostt.config import DEVICE_CHOICES, DEVICE_PATTERN
+    from emostt.config.checks import DEVICE_CHOICES, DEVICE_PATTERN
 
     if not DEVICE_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"must be {DEVICE_CHOICES}, got {value!r}")

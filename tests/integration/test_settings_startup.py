@@ -69,6 +69,12 @@ def serve(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], flo
             "emostt: invalid setting auth_tokens (EMOSTT_AUTH_TOKENS): auth_tokens: token #1 is bound "
             "to an invalid device id",
         ),
+        (
+            (),
+            {"EMOSTT_TURN_MODEL": "/no/such/smart-turn.onnx"},
+            "emostt: invalid setting turn_model (EMOSTT_TURN_MODEL): turn_model: no such file "
+            "'/no/such/smart-turn.onnx'",
+        ),
     ],
 )
 def test_invalid_settings_stop_start_up_with_one_line_each(

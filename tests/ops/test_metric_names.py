@@ -21,7 +21,7 @@ NON_BASE_UNITS = {"ms", "millis", "milliseconds", "us", "microseconds", "minutes
 # Labels that would make one series per device, session, person or connection.
 IDENTITY = re.compile(r"device|session|utterance|token|user|client|addr|peer|^ip$")
 # Histograms of counts, not durations.
-COUNT_HISTOGRAMS = {"emostt_batch_size"}
+COUNT_HISTOGRAMS = {"emostt_batch_size", "emostt_turn_batch_size"}
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from emostt.config import Settings
-from emostt.transport.openai_errors import OpenAIError
+from emostt.transport.openai_errors import (
+    OpenAIError,
+    field_too_long,
+    too_many_uploads,
+    upload_timeout,
+    upload_too_slow,
+)
 from emostt.transport.openai_params import TranscriptionParams, language_hint, parse_params
 
 
@@ -73,3 +79,31 @@ def test_file_limits_are_validated() -> None:
     with pytest.raises(ValidationError, match="file_segment_window"):
         Settings(max_waiting=16, max_file_requests=4, file_segment_window=4)
     assert Settings(max_waiting=32, max_file_requests=4, file_segment_window=4).file_segment_window == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_file_uploads", 0),
+        ("file_upload_timeout_s", 0),
+        ("file_upload_min_bytes_per_s", -1),
+        ("file_upload_rate_window_s", 0),
+    ],
+)
+def test_upload_limits_are_validated(name: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=name):
+        Settings.model_validate({name: value})
+
+
+def test_upload_refusals_name_their_field_and_close_the_connection() -> None:
+    error = field_too_long("model", 256)
+    assert (error.status, error.param, error.code) == (400, "model", "string_above_max_length")
+    assert "256" in error.message
+    assert field_too_long("x" * 10_000, 1024).param == "x" * 64 + "..."  # never the whole name back
+    slow, late = upload_too_slow(16384, 10), upload_timeout(300)
+    assert (slow.status, slow.code, slow.param) == (408, "upload_too_slow", "file")
+    assert (late.status, late.code, late.param) == (408, "upload_timeout", "file")
+    busy = too_many_uploads(64).response(close=True)
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+    assert busy.headers["connection"] == "close"
+    assert "connection" not in too_many_uploads(64).response().headers

@@ -74,10 +74,18 @@ class FileSegmenter:
 
 def frames_of(audio: Float32Array) -> Float32Array:
     """(n, VAD_FRAME_SAMPLES) frames; the last one zero-padded."""
-    n_frames = -(-len(audio) // VAD_FRAME_SAMPLES)
-    padded = np.zeros(n_frames * VAD_FRAME_SAMPLES, dtype=np.float32)
-    padded[: len(audio)] = audio
-    return padded.reshape(n_frames, VAD_FRAME_SAMPLES)
+    return chunk_frames(audio, 0, -(-len(audio) // VAD_FRAME_SAMPLES))
+
+
+def chunk_frames(audio: Float32Array, first: int, count: int) -> Float32Array:
+    """Frames ``first`` to ``first + count`` of ``audio`` as (k, VAD_FRAME_SAMPLES), the last one
+    zero-padded: a copy of that chunk only, so a file is never copied whole (an hour is 230 MB),
+    and never a view of it either: a view the VAD thread keeps after its batch (its last one
+    stays referenced until the next) would keep the whole file's memory alive."""
+    piece = audio[first * VAD_FRAME_SAMPLES : (first + count) * VAD_FRAME_SAMPLES]
+    frames = np.zeros((-(-len(piece) // VAD_FRAME_SAMPLES), VAD_FRAME_SAMPLES), dtype=np.float32)
+    frames.reshape(-1)[: len(piece)] = piece
+    return frames
 
 
 async def speech_segments(
@@ -85,11 +93,11 @@ async def speech_segments(
 ) -> AsyncGenerator[Segment, None]:
     """Segments in file order, as the VAD finds them (transcription can start before the end).
     ``VadFailedError`` when the VAD fails on a chunk: a file is never returned with a hole."""
-    frames = frames_of(audio)
+    n_frames = -(-len(audio) // VAD_FRAME_SAMPLES)
     segmenter = FileSegmenter(config, len(audio))
     stream = VadStream()
-    for lo in range(0, len(frames), CHUNK_FRAMES):
-        probs = await vad.speech_probs(stream, frames[lo : lo + CHUNK_FRAMES], timed=False)
+    for lo in range(0, n_frames, CHUNK_FRAMES):
+        probs = await vad.speech_probs(stream, chunk_frames(audio, lo, CHUNK_FRAMES), timed=False)
         for segment in segmenter.push(probs):
             yield segment
     for segment in segmenter.finish():

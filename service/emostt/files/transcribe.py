@@ -72,7 +72,9 @@ async def transcribe_segments(
     pending: deque[tuple[Segment, asyncio.Task[Outcome]]] = deque()
     try:
         async for segment in segments:
-            request = options.request(audio[segment.start : segment.end])
+            # A copy: a view would keep the whole file alive for as long as the batcher, a worker
+            # or an engine keeps any reference to this request (230 MB for an hour).
+            request = options.request(audio[segment.start : segment.end].copy())
             task = asyncio.ensure_future(batcher.submit_file_segment(request, request_id=request_id))
             pending.append((segment, task))
             if len(pending) >= window:

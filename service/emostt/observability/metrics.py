@@ -35,7 +35,7 @@ UTTERANCE_OUTCOMES = ("final", "error", "client_gone", "dropped_gated", "discard
 PARTIAL_OUTCOMES = ("sent", "stale", "shed", "failed")
 SPECULATIVE_OUTCOMES = ("used", "discarded")
 RETRY_REASONS = ("oom_split", "isolate", "error")
-THREAD_KINDS = ("vad", "model_worker")
+THREAD_KINDS = ("vad", "model_worker", "turn")
 VAD_SECONDS = Histogram(
     "emostt_vad_seconds",
     "From a received audio chunk to its speech probabilities (batched across sessions).",
@@ -197,6 +197,7 @@ FILE_OUTCOMES = (
     "not_ready",
     "failed",
     "client_gone",
+    "upload_timeout",
 )
 FILE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "sse")
 FILE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -218,9 +219,19 @@ FILE_REQUEST_SECONDS = Histogram(
     "From a file request's arrival to its last response byte being handed to the server (served requests).",
     buckets=FILE_BUCKETS,
 )
+# Request bodies (transport/openai_upload.py): read now, and refused by why (too_many_uploads: the
+# max_file_uploads bound, before a byte is read; the rest while reading).
+FILE_UPLOAD_REFUSALS = ("too_many_uploads", "too_large", "field_too_large", "too_slow", "timeout")
+FILE_UPLOADS_ACTIVE = Gauge(
+    "emostt_file_uploads_active", "File request bodies being read now.", multiprocess_mode="livesum"
+)
+FILE_UPLOADS_REFUSED = Counter(
+    "emostt_file_uploads_refused_total", "File request bodies refused, by reason.", ["reason"]
+)
 for _metric, _label, _values in (
     (FILE_REQUESTS, "outcome", FILE_OUTCOMES),
     (FILE_RESPONSES, "format", FILE_FORMATS),
+    (FILE_UPLOADS_REFUSED, "reason", FILE_UPLOAD_REFUSALS),
 ):
     LABEL_VALUES[_series_name(_metric)] = {_label: _values}
     for _value in _values:
@@ -237,3 +248,19 @@ RESULTS_PUBLISHED = Counter(
 LABEL_VALUES[_series_name(RESULTS_PUBLISHED)] = {"outcome": RESULTS_OUTCOMES}
 for _value in RESULTS_OUTCOMES:
     RESULTS_PUBLISHED.labels(_value)
+
+# The end-of-turn model (streaming/turns.py): each request ends ok, failed (the model raised, or
+# its thread is down) or refused (the turn worker's queue was full).
+TURN_OUTCOMES = ("ok", "failed", "refused")
+TURN_MODEL_SECONDS = Histogram(
+    "emostt_turn_model_seconds",
+    "From a turn-completion request to its probability (batched across sessions; features included).",
+    buckets=LATENCY_BUCKETS,
+)
+TURN_BATCH_SIZE = Histogram(
+    "emostt_turn_batch_size", "Turns per end-of-turn model call.", buckets=(1, 2, 3, 4, 6, 8, 12, 16)
+)
+TURN_CALLS = Counter("emostt_turn_calls_total", "End-of-turn model requests, by outcome.", ["outcome"])
+LABEL_VALUES[_series_name(TURN_CALLS)] = {"outcome": TURN_OUTCOMES}
+for _value in TURN_OUTCOMES:
+    TURN_CALLS.labels(_value)

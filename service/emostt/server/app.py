@@ -1,6 +1,6 @@
 """``create_app(settings)``: the FastAPI application. The lifespan loads and warms the engine
-(off the event loop) and owns the process-wide batcher and VAD: started before the server
-reports ready, stopped after the sessions are drained.
+(off the event loop) and owns the process-wide batcher, VAD and end-of-turn model: started before
+the server reports ready, stopped after the sessions are drained.
 
 ``emostt serve`` runs it with ``DrainingServer``; ``uvicorn --factory emostt.server.app:app_from_env``
 works too (settings from ``EMOSTT_*``; uvicorn's own WebSocket pings, 20 s by default, apply).
@@ -23,8 +23,10 @@ from emostt.batching.remote import RemoteBatcher
 from emostt.batching.service import BatchService
 from emostt.config import Settings
 from emostt.inference.engine import Engine
+from emostt.inference.smart_turn import locate_turn_model
 from emostt.results.redis_streams import PublisherConfig, ResultsPublisher
 from emostt.server.engines import start_batcher
+from emostt.streaming.turns import TurnBatcher
 from emostt.streaming.vad import VadBatcher
 from emostt.transport import http, openai_rest, web
 from emostt.transport.openai_realtime import realtime_endpoint
@@ -76,6 +78,7 @@ def create_app(
         state.batcher = batcher
         state.vad = VadBatcher()
         state.vad.start()
+        state.turns = _start_turn_model(settings)
         state.results = _make_results_publisher(settings)
         state.ready = True
         log.info("ready", extra={"model": batcher.model.name if batcher.model else "(model process)"})
@@ -86,6 +89,8 @@ def create_app(
             if state.results is not None:
                 await state.results.close()  # after the drain: the last finals go out too
             state.vad.stop()
+            if state.turns is not None:
+                state.turns.stop()
             await asyncio.to_thread(batcher.stop)
 
     app = FastAPI(title="emostt", lifespan=lifespan)
@@ -96,6 +101,19 @@ def create_app(
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)  # OpenAI Realtime transcription
     web.install(app, settings)  # the browser page at / (settings.web_ui)
     return app
+
+
+def _start_turn_model(settings: Settings) -> TurnBatcher | None:
+    """The end-of-turn model's worker, or None when turn_model is off or auto finds no file;
+    one log line says which file serves, or why none does."""
+    choice = locate_turn_model(settings.turn_model)
+    if choice.path is None:
+        log.info("end-of-turn model off", extra={"reason": choice.reason})
+        return None
+    turns = TurnBatcher(choice.path)  # a bad file fails the start-up here, as the VAD's would
+    turns.start()
+    log.info("end-of-turn model loaded", extra={"path": str(choice.path), "source": choice.reason})
+    return turns
 
 
 def _make_results_publisher(settings: Settings) -> ResultsPublisher | None:

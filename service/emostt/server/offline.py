@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emostt.audio import read_audio_file
 from emostt.config import EngineSettings
 from emostt.errors import EmosttError
+from emostt.files.decode import AudioTooLongError, decode_audio
 from emostt.inference.engine import TranscriptionRequest
 from emostt.server.engines import engine_options
-from emostt.vocabulary import SAMPLE_RATE
 
 # One file is one utterance to the model, whose limit is 30 s; longer audio goes to the service.
 MAX_FILE_SECONDS = 30.0
@@ -30,12 +29,18 @@ def transcribe_files(
     checked before the model loads, so a bad path fails fast."""
     requests = []
     for path in paths:
-        audio = read_audio_file(path)
-        if len(audio) > MAX_FILE_SECONDS * SAMPLE_RATE:
+        # The service's file decoder: streamed, so a file of unknown length (a FLAC written to a
+        # pipe) is read up to the limit instead of being trusted or refused by its header.
+        try:
+            with path.open("rb") as source:
+                audio = decode_audio(source, MAX_FILE_SECONDS)
+        except AudioTooLongError:
             raise EmosttError(
-                f"{path} is {len(audio) / SAMPLE_RATE:.0f} s long; transcribe takes utterances up to "
+                f"{path} is longer than {MAX_FILE_SECONDS:.0f} s; transcribe takes utterances up to "
                 f"{MAX_FILE_SECONDS:.0f} s (stream longer audio to the service, which segments it)"
-            )
+            ) from None
+        except OSError as exc:
+            raise EmosttError(f"cannot read audio file {str(path)!r}: {exc.strerror or exc}") from None
         requests.append(
             TranscriptionRequest(
                 audio,

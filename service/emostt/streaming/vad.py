@@ -109,6 +109,9 @@ class VadBatcher:
                 raise
             for q in requests:
                 resolve_threadsafe(q.loop, q.future, q.probs)
+            # While it waits for the next batch, the thread must not keep this one's frames alive:
+            # they may be a view of a whole decoded file (the REST path), held until then.
+            del requests
 
     def _gather_more(self) -> None:
         """After an idle spell, hold the first request up to ``coalesce_s`` while others

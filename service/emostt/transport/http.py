@@ -44,6 +44,7 @@ async def readyz(request: Request) -> JSONResponse:
         "sessions": state.batcher.open_sessions() if state.batcher else len(state.connections),
         "capacity_sessions": round(capacity, 1) if capacity is not None else None,
         "queue_depth": state.batcher.depth if state.batcher else 0,
+        "turn_model": state.turns is not None and not state.turns.failed,
     }
     return JSONResponse(body, status_code=200 if readiness.ready else 503)
 

@@ -4,7 +4,8 @@
 frameworks hard-code names like ``whisper-1`` or ``gpt-4o-transcribe``, and this server serves
 one model whatever they ask for (``GET /v1/models`` names it). ``prompt``, ``temperature``,
 ``include[]`` and ``chunking_strategy`` are accepted and ignored: SenseVoice decodes greedily
-and takes no prompt.
+and takes no prompt. Every field's size is bounded while the body is read, before it gets here
+(``FIELD_BYTES`` in transport/openai_upload.py).
 """
 
 from __future__ import annotations

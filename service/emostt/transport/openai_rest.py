@@ -4,10 +4,18 @@ Thin, like every transport: it checks the caller and the server's load, reads th
 translates between OpenAI's formats and ``emostt.files`` (decode, VAD segments, the shared
 batcher, aggregation). docs/openai.md is the reference.
 
-Checks run cheapest first, all before the body is read: the API key (401), readiness (503),
-the live sessions' load (503: their finals already wait), the concurrent file requests (429);
-then the body within the size limit (413), the parameters and the audio (400). 429 and 503
-carry Retry-After.
+Checks run cheapest first. Before the body is read: the API key (401), readiness (503), the
+live sessions' load (503: their finals already wait), whether a transcription slot is free now
+(429: a client need not upload a file only to be refused), a place among the bodies being read
+(429 ``too_many_uploads``, ``max_file_uploads``). Then the body, within its size limits (413), its
+fields' bounds (400) and its deadlines (408): transport/openai_upload.py. Only once the body is in
+is a transcription slot taken (``max_file_requests``; 429 if another request took the last one
+meanwhile), so a slow upload never holds one. Then the parameters and the audio (400). 429 and
+503 carry Retry-After; an answer sent before the body's end closes the connection.
+
+Readiness (/readyz) does not report the file path full: it steers new live sessions, and a busy
+file endpoint (or slow uploads) must not take a replica out of rotation for them. Each file
+request learns it from its own 429 with Retry-After, which the OpenAI SDKs honour.
 
 Concurrency: event loop only. Decoding runs in a worker thread, the VAD on its own thread,
 the segments on the batcher's workers (after live work: batching/batcher.py). A client that
@@ -28,6 +36,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -37,6 +46,7 @@ from emostt.config import Settings
 from emostt.errors import EmosttError, InvalidAudioError
 from emostt.files.aggregate import FileSummary, delta, summarize
 from emostt.files.decode import decode_audio
+from emostt.files.memory import FileMemoryFullError, configure_file_memory
 from emostt.files.segments import speech_segments
 from emostt.files.transcribe import FileOptions, SegmentResult, transcribe_segments
 from emostt.observability import metrics
@@ -53,7 +63,7 @@ from emostt.transport.openai_errors import (
     unavailable,
 )
 from emostt.transport.openai_params import TranscriptionParams, parse_params
-from emostt.transport.openai_upload import read_form
+from emostt.transport.openai_upload import Bound, UploadLimits, read_form
 from emostt.transport.state import AppState
 from emostt.vocabulary import SAMPLE_RATE
 from emostt.vocabulary.session_config import SessionConfig
@@ -64,26 +74,25 @@ SERVED_SINCE = int(time.time())  # the model card's "created": when this process
 T = TypeVar("T")
 
 
-@dataclass
-class FileSlots:
-    """File transcriptions running now, at most ``limit`` (event loop only: no lock)."""
-
-    limit: int
-    running: int = 0
-
-    def acquire(self) -> bool:
-        if self.running >= self.limit:
-            return False
-        self.running += 1
-        return True
-
-    def release(self) -> None:
-        self.running -= 1
-
-
 def install(app: FastAPI, settings: Settings) -> None:
-    app.state.emostt_file_slots = FileSlots(settings.max_file_requests)
+    app.state.emostt_file_slots = Bound(settings.max_file_requests)  # transcriptions running
+    app.state.emostt_file_uploads = Bound(settings.max_file_uploads, metrics.FILE_UPLOADS_ACTIVE)
+    configure_file_memory(settings.max_file_memory_mb)  # the process's decoded-audio budget
     app.include_router(router)
+    if settings.auth_tokens:
+        _without_schema_pages(app)
+
+
+def _without_schema_pages(app: FastAPI) -> None:
+    """With API keys configured, FastAPI's /openapi.json, /docs and /redoc are not served (404).
+    They would be the one unauthenticated description of the API, they describe nothing a
+    client needs (docs/openai.md is the reference; the transcription form is read by hand, so the
+    schema does not even list its fields), and the Swagger page loads scripts from a CDN. Behind the
+    key they could not work either: the page fetches the schema without one. An open server (no
+    keys: a development setup) keeps them."""
+    pages = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url} - {None}
+    app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) not in pages]
+    app.openapi_url = app.docs_url = app.redoc_url = None
 
 
 def _state(request: Request) -> AppState:
@@ -182,19 +191,28 @@ class _FileRequest:
 async def create_transcription(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
-    slots: FileSlots = request.app.state.emostt_file_slots
+    slots: Bound = request.app.state.emostt_file_slots
     job = _FileRequest("file-" + uuid.uuid4().hex[:16], time.perf_counter())
-    held = False
+    held = body_read = False
     try:
         job.device_id = _authenticate(request, settings)
         batcher, vad = _serving(state)
         if batcher.overloaded():
             raise unavailable("overloaded", "live sessions are waiting for the model; retry later")
-        if not slots.acquire():
+        if slots.full:
             raise rate_limited(slots.running)
-        held = True
+        uploads: Bound = request.app.state.emostt_file_uploads
+        form, upload = await read_form(request, UploadLimits.of(settings), uploads)
+        body_read = True
         defaults = SessionConfig.model_validate(settings.session_defaults)
-        job.params, audio = await _read_request(request, settings, defaults.language)
+        try:
+            job.params = _params(form, defaults.language)
+            if not slots.acquire():
+                raise rate_limited(slots.running)
+            held = True
+            audio = await _decode(upload, settings)
+        finally:
+            await form.close()
         job.audio_s = len(audio) / SAMPLE_RATE
         options = FileOptions(
             language=job.params.language,
@@ -225,7 +243,7 @@ async def create_transcription(request: Request) -> Response:
         return response
     except OpenAIError as err:
         job.finish(err.outcome, err.status)
-        return err.response()
+        return err.response(close=not body_read)
     except EmosttError as exc:
         mapped = from_emostt_error(exc)
         job.fields["error"] = exc.code
@@ -239,23 +257,21 @@ async def create_transcription(request: Request) -> Response:
             slots.release()
 
 
-async def _read_request(
-    request: Request, settings: Settings, default_language: str
-) -> tuple[TranscriptionParams, Float32Array]:
-    form, upload = await read_form(request, settings.max_file_bytes)
+def _params(form: FormData, default_language: str) -> TranscriptionParams:
+    fields: dict[str, list[str]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields.setdefault(key, []).append(value)
+    return parse_params(fields, default_language)
+
+
+async def _decode(upload: UploadFile, settings: Settings) -> Float32Array:
     try:
-        fields: dict[str, list[str]] = {}
-        for key, value in form.multi_items():
-            if isinstance(value, str):
-                fields.setdefault(key, []).append(value)
-        params = parse_params(fields, default_language)
-        try:
-            audio = await asyncio.to_thread(decode_audio, upload.file, settings.max_file_s)
-        except InvalidAudioError as exc:
-            raise invalid_request(str(exc), param="file", code=exc.code) from None
-        return params, audio
-    finally:
-        await form.close()
+        return await asyncio.to_thread(decode_audio, upload.file, settings.max_file_s)
+    except FileMemoryFullError as exc:  # other files hold the memory now: later may fit
+        raise unavailable("overloaded", str(exc)) from None
+    except InvalidAudioError as exc:
+        raise invalid_request(str(exc), param="file", code=exc.code) from None
 
 
 async def _collect(results: AsyncGenerator[SegmentResult, None]) -> list[SegmentResult]:

@@ -13,6 +13,7 @@ from emostt.config import Settings
 from emostt.inference.engine import ModelInfo
 from emostt.observability import metrics
 from emostt.results.redis_streams import ResultsPublisher
+from emostt.streaming.turns import TurnBatcher
 from emostt.streaming.vad import VadBatcher
 from emostt.vocabulary import CLOSE_OVERLOADED, CLOSE_RESTART
 
@@ -44,6 +45,7 @@ class AppState:
     settings: Settings
     batcher: BatchService | None = None
     vad: VadBatcher | None = None
+    turns: TurnBatcher | None = None  # the end-of-turn model; None when turn_model is off
     results: ResultsPublisher | None = None
     ready: bool = False
     draining: bool = False
@@ -88,6 +90,8 @@ class AppState:
     def failure(self) -> str | None:
         """Why the process cannot recover by itself (liveness fails), or None."""
         if self.batcher is not None and (failure := self.batcher.failure()):
+            return failure
+        if self.turns is not None and (failure := self.turns.failed):
             return failure
         return self.vad.failed if self.vad is not None else None
 

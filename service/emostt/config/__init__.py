@@ -6,38 +6,21 @@ message naming the field instead of surfacing later as a crash or a silently odd
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emostt.config.checks import TurnModelSetting, check_device, invalid, secret_token_table
 from emostt.errors import validation_problems
-from emostt.vocabulary import DEFAULT_MODEL, DEVICE_ID, DEVICE_ID_RULE, Backend, Hub, Precision
+from emostt.vocabulary import DEFAULT_MODEL, Backend, Hub, Precision
 from emostt.vocabulary.session_config import SessionConfig
-
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
-MAX_TOKEN_CHARS = 4096
 
 # Counts that are "automatic" when left unset; when given, they must be usable.
 MAX_FRONTEND_PROCESSES = 64
 PositiveCount = Annotated[int, Field(ge=1, le=1024)]
 NonEmpty = Annotated[str, Field(min_length=1)]
-
-
-def _invalid(kind: str, message: str) -> PydanticCustomError:
-    """A validation error whose text is exactly ``message`` (pydantic adds the field's location)."""
-    return PydanticCustomError(kind, "{message}", {"message": message})
-
-
-def check_device(field: str, value: str) -> str:
-    """``value`` when it names a device the engine can pick; otherwise an error naming ``field``."""
-    if not DEVICE_PATTERN.fullmatch(value):
-        raise _invalid("invalid_device", f"{field} must be {DEVICE_CHOICES}, got {value!r}")
-    return value
 
 
 class EngineSettings(BaseSettings):
@@ -238,11 +221,26 @@ class Settings(EngineSettings):
         le=86_400,
         description="Longest audio file, in seconds of audio; longer files are refused with 400.",
     )
+    max_file_memory_mb: int = Field(
+        1024, ge=1, le=1024**2, description="Decoded audio (230 MB/h) of all files in flight; more gets 503."
+    )
     max_file_requests: int = Field(
         4,
         ge=1,
         le=1024,
         description="File transcriptions running at once; more are refused with 429 (Retry-After).",
+    )
+    max_file_uploads: int = Field(
+        64, ge=1, le=100_000, description="File request bodies read at once; more get 429 (Retry-After)."
+    )
+    file_upload_timeout_s: float = Field(
+        300.0, gt=0, le=86_400, description="A body not fully read after this long gets 408 upload_timeout."
+    )
+    file_upload_min_bytes_per_s: int = Field(
+        16 * 1024, ge=0, le=1024**3, description="Slower bodies get 408 upload_too_slow; 0: no rate check."
+    )
+    file_upload_rate_window_s: float = Field(
+        10.0, gt=0, le=3600, description="The upload rate is measured per window, after a first one of grace."
     )
     file_segment_window: int = Field(
         4,
@@ -252,6 +250,11 @@ class Settings(EngineSettings):
         "a GPU batch), few enough that files never crowd the live sessions' waiting list.",
     )
 
+    turn_model: TurnModelSetting = Field(
+        "auto",
+        description="End-of-turn model, Smart Turn v3.2 (docs/engine.md, 'Turn model'): auto (pipecat-ai's "
+        "file when installed, else off; never downloaded), off, or the path of its .onnx file.",
+    )
     session_defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="Defaults for every session's config (same shape as the config message); "
@@ -301,7 +304,7 @@ class Settings(EngineSettings):
         # order: max_waiting and max_file_requests are already checked, or missing if invalid.)
         requests, waiting = info.data.get("max_file_requests"), info.data.get("max_waiting")
         if requests is not None and waiting is not None and requests * value > waiting // 2:
-            raise _invalid(
+            raise invalid(
                 "invalid_file_window",
                 f"max_file_requests x file_segment_window ({requests * value}) must be at most half "
                 f"of max_waiting ({waiting})",
@@ -319,7 +322,7 @@ class Settings(EngineSettings):
             count = 0
         if not 1 <= count <= MAX_FRONTEND_PROCESSES:
             problem = f"must be 'auto' or a count from 1 to {MAX_FRONTEND_PROCESSES}, got {value!r}"
-            raise _invalid("invalid_count", problem)
+            raise invalid("invalid_count", problem)
         return count
 
     @field_validator("fallback_device")
@@ -336,38 +339,10 @@ class Settings(EngineSettings):
             SessionConfig.model_validate(value)
         except ValidationError as exc:
             problems = validation_problems(exc, "session_defaults", prefixed=True)
-            raise _invalid("invalid_session_defaults", problems) from None
+            raise invalid("invalid_session_defaults", problems) from None
         return value
 
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _check_auth_tokens(cls, value: object) -> object:
         return secret_token_table(value) if isinstance(value, Mapping) else value
-
-
-def secret_token_table(table: Mapping[Any, Any]) -> dict[SecretStr, str]:
-    """``token -> device_id`` with every token wrapped as a secret.
-
-    Problems are reported by the token's position, never by its text (or by the device id, which
-    may be a token when the pair was written the wrong way round).
-    """
-    checked: dict[SecretStr, str] = {}
-    for position, (raw_token, device) in enumerate(table.items(), start=1):
-        token = raw_token.get_secret_value() if isinstance(raw_token, SecretStr) else raw_token
-        where = f"auth_tokens: token #{position}"
-        if not isinstance(token, str) or not isinstance(device, str):
-            raise _invalid("invalid_auth_tokens", f"{where}: tokens and device ids must be strings")
-        if not token.strip():
-            raise _invalid("invalid_auth_tokens", f"{where} is empty")
-        if len(token) > MAX_TOKEN_CHARS:
-            raise _invalid("invalid_auth_tokens", f"{where} is longer than {MAX_TOKEN_CHARS} characters")
-        if token != token.strip():
-            # A bearer token is stripped when presented, so this one could never match.
-            raise _invalid("invalid_auth_tokens", f"{where} has leading or trailing whitespace")
-        if device != "*" and not DEVICE_ID.fullmatch(device):
-            raise _invalid(
-                "invalid_auth_tokens",
-                f"{where} is bound to an invalid device id: it must be '*' or {DEVICE_ID_RULE}",
-            )
-        checked[SecretStr(token)] = device
-    return checked
