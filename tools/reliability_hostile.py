@@ -111,7 +111,11 @@ async def realtime_client(server: rel.Server, pcm24: bytes) -> None:
     reset(ws)
 
 
-async def stt_client(server: rel.Server, audio: np.ndarray, state: str, vanish: str, i: int) -> None:
+async def stt_client(
+    server: rel.Server, audio: np.ndarray, state: str, vanish: str, i: int
+) -> ClientConnection | None:
+    """Brings a session to ``state`` and vanishes; a silent client's connection is returned, to be
+    dropped on this side once the probe has measured the server's release."""
     ws = await connect(server.ws(f"hostile-{i}"), ping_interval=None, max_size=None)
     await ws.recv()
     data = pcm16(audio if state == "final_in_flight" else audio[: len(audio) // 2])
@@ -123,16 +127,17 @@ async def stt_client(server: rel.Server, audio: np.ndarray, state: str, vanish: 
         await ws.send('{"type": "finalize"}')
     if vanish == "reset":
         reset(ws)
-    else:
-        ws.transport.pause_reading()
-        await asyncio.sleep(3 * PING_S + 5)  # silent until the server has given up on it
-        ws.transport.abort()
+        return None
+    ws.transport.pause_reading()
+    return ws
 
 
 async def abort_probe(server: rel.Server, name: str, clients: list[Any]) -> dict[str, Any]:
     before = utterances(server.metrics())
-    await asyncio.gather(*clients)
-    release_s = await released(server, 2 * PING_S + 5.0)
+    silent = [ws for ws in await asyncio.gather(*clients) if ws is not None]
+    release_s = await released(server, 2 * PING_S + 5.0)  # from the moment the last one vanished
+    for ws in silent:
+        ws.transport.abort()
     ok_admitted = await admitted(server)
     await released(server, 10.0)
     counted = utterances(server.metrics()) - before
@@ -210,19 +215,34 @@ async def post_file(server: rel.Server, path: Path) -> tuple[int, dict[str, Any]
 
 
 async def files_probe(server: rel.Server, work: Path) -> dict[str, Any]:
-    piped, long_piped, silent = work / "piped.flac", work / "two-hours-piped.flac", work / "silence.flac"
+    piped, long_piped = work / "piped.flac", work / "two-hours-piped.flac"
+    silent, floor = work / "digital-silence.flac", work / "noise-floor.flac"
     sox(str(SAMPLE), "-t", "flac", "-", stdout=piped)  # a pipe: STREAMINFO holds no length
     sox("-n", "-r", "16000", "-c", "1", "-b", "16", "-t", "flac", "-", "trim", "0", "7200", stdout=long_piped)
-    sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(silent), "trim", "0", "3540")
+    # 59 minutes: digital silence (-D: no dither; ~180 KB, the amplification probe) and sox's
+    # dithered silence, a noise floor a recording could have (transcribed in full).
+    sox("-n", "-D", "-r", "16000", "-c", "1", "-b", "16", str(silent), "trim", "0", "3540")
+    sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(floor), "trim", "0", "3540")
     tiny = work / "one-hertz.wav"
     sf.write(tiny, np.zeros(1000, dtype=np.int16), 1, subtype="PCM_16")
     status, body, seconds = await post_file(server, piped)
     long_status, long_body, long_s = await post_file(server, long_piped)
     tiny_status, tiny_body, _ = await post_file(server, tiny)
-    rss_before = server.rss_kib()
-    results = await asyncio.gather(*(post_file(server, silent) for _ in range(4)))
-    await asyncio.sleep(2.0)  # the server frees the decoded audio once the responses are out
-    rss_after = server.rss_kib()
+    four_at_once = {}
+    for name, path in (("digital_silence_59min_x4", silent), ("noise_floor_59min_x4", floor)):
+        rss_before = server.rss_kib()
+        results = await asyncio.gather(*(post_file(server, path) for _ in range(4)))
+        await asyncio.sleep(2.0)  # the server frees the decoded audio once the responses are out
+        rss_after = server.rss_kib()
+        four_at_once[name] = {
+            "statuses": [r[0] for r in results],
+            "codes": [(r[1].get("error") or {}).get("code") for r in results],
+            "seconds": [r[2] for r in results],
+            "rss_before_mib": round(rss_before / 1024, 1),
+            "rss_peak_mib": round(rel.proc_status_kib(server.pid, "VmHWM") / 1024, 1),
+            "rss_after_mib": round(rss_after / 1024, 1),
+            "rss_change_pct": round(100 * (rss_after - rss_before) / rss_before, 1),
+        }
     return {
         "probe": "files",
         "piped_flac": {"status": status, "text": body.get("text"), "seconds": seconds},
@@ -232,16 +252,9 @@ async def files_probe(server: rel.Server, work: Path) -> dict[str, Any]:
             "seconds": long_s,
         },
         "one_hertz_wav": {"status": tiny_status, "code": (tiny_body.get("error") or {}).get("code")},
-        "silent_59min_x4": {
-            "statuses": [r[0] for r in results],
-            "seconds": [r[2] for r in results],
-            "rss_before_mib": round(rss_before / 1024, 1),
-            "rss_peak_mib": round(rel.proc_status_kib(server.pid, "VmHWM") / 1024, 1),
-            "rss_after_mib": round(rss_after / 1024, 1),
-            "rss_change_pct": round(100 * (rss_after - rss_before) / rss_before, 1),
-        },
+        **four_at_once,
         "file_sizes_kib": {
-            p.name: round(p.stat().st_size / 1024, 1) for p in (piped, long_piped, silent, tiny)
+            p.name: round(p.stat().st_size / 1024, 1) for p in (piped, long_piped, silent, floor, tiny)
         },
     }
 
@@ -319,10 +332,25 @@ def cmd_hostile(args: argparse.Namespace) -> int:
             files["two_hour_piped_flac"]["code"] == "audio_too_long",
         ),
         rel.Criterion(
-            "RSS after 4 x 59 min silence",
-            f"{files['silent_59min_x4']['rss_change_pct']} %",
-            "<= +10 %",
-            files["silent_59min_x4"]["rss_change_pct"] <= 10.0,
+            "4 x 59 min digital silence (180 KB each)",
+            files["digital_silence_59min_x4"]["codes"],
+            "400 audio_too_compressed",
+            set(files["digital_silence_59min_x4"]["codes"]) == {"audio_too_compressed"},
+        ),
+        rel.Criterion(
+            "1 Hz WAV",
+            files["one_hertz_wav"]["code"],
+            "400 unsupported_sample_rate",
+            files["one_hertz_wav"]["code"] == "unsupported_sample_rate",
+        ),
+        *(
+            rel.Criterion(
+                f"RSS after {name}",
+                f"{files[name]['rss_change_pct']} %",
+                "<= +10 %",
+                files[name]["rss_change_pct"] <= 10.0,
+            )
+            for name in ("digital_silence_59min_x4", "noise_floor_59min_x4")
         ),
     ]
     figures = [(p["probe"], {k: v for k, v in p.items() if k != "probe"}) for p in probes]
