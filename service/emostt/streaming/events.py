@@ -66,6 +66,7 @@ def final(
     audio_end_ms: int,
     latency_ms: float,
     mood: Mood | None = None,
+    end_of_turn_confidence: float | None = None,
 ) -> Event:
     body = result.to_dict()
     body.pop("raw_text", None)
@@ -80,10 +81,30 @@ def final(
         "audio_start_ms": audio_start_ms,
         "audio_end_ms": audio_end_ms,
         "latency_ms": round(latency_ms, 1),
+        # P(turn complete) from the turn model at the turn's end; None when it did not run.
+        "end_of_turn_confidence": (
+            None if end_of_turn_confidence is None else round(end_of_turn_confidence, 4)
+        ),
     }
     if mood is not None:  # absent when the session turned mood off
         event["mood"] = {"label": mood.label, "scores": dict(mood.scores)}
     return event
+
+
+def eager_end_of_turn(utterance_id: str, text: str, confidence: float) -> Event:
+    """The turn may be over (the turn model is fairly sure, not sure enough to end it): an agent
+    may start preparing its answer from ``text``; ``turn_resumed`` or the final follows."""
+    return {
+        "type": "eager_end_of_turn",
+        "utterance_id": utterance_id,
+        "text": text,
+        "confidence": round(confidence, 4),
+    }
+
+
+def turn_resumed(utterance_id: str) -> Event:
+    """Speech came back after an ``eager_end_of_turn``: the turn goes on."""
+    return {"type": "turn_resumed", "utterance_id": utterance_id}
 
 
 def emotion_changed(change: EmotionChange, utterance_id: str) -> Event:

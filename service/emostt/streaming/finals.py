@@ -36,6 +36,7 @@ def final_events(
     audio_start_ms: int,
     audio_end_ms: int,
     latency_ms: float,
+    end_of_turn_confidence: float | None = None,
 ) -> FinalEvents:
     """What to send for ``served``. ``mood`` is the session's tracker (None when the client
     turned the mood off); it is updated here, in utterance order, by the caller's contract."""
@@ -55,6 +56,7 @@ def final_events(
         audio_end_ms=audio_end_ms,
         latency_ms=latency_ms,
         mood=update.mood if update else None,
+        end_of_turn_confidence=end_of_turn_confidence,
     )
     if update is not None and update.changed is not None:
         change = events.emotion_changed(update.changed, utterance_id)

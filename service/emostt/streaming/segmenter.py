@@ -22,6 +22,7 @@ class EndReason(str, Enum):
     SILENCE = "silence"
     MAX_LENGTH = "max_length"
     FINALIZE = "finalize"
+    TURN_MODEL = "turn_model"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,15 @@ class Segmenter:
             self._resume = True
             return [event]
         return []
+
+    def end_turn(self) -> list[SegmentEvent]:
+        """End the current utterance in its pause, as the silence endpoint would (the same end
+        frame as ``predicted_end``, so a final decoded speculatively is the one sent): the turn
+        model said the turn is complete."""
+        if self._start is None or self._silence_run == 0:
+            return []
+        trail = min(self._silence_run, self._trail_frames())
+        return [self._end(self.frame - self._silence_run + trail, EndReason.TURN_MODEL)]
 
     def finalize(self) -> list[SegmentEvent]:
         self._candidate = None

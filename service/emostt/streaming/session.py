@@ -35,12 +35,14 @@ from emostt.inference.engine import TranscriptionRequest
 from emostt.observability import metrics
 from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.streaming import events
-from emostt.streaming.finals import final_events
+from emostt.streaming.final_delivery import send_final
 from emostt.streaming.framing import Framer
 from emostt.streaming.mood import MoodTracker
 from emostt.streaming.partials import deliver_partial
 from emostt.streaming.protocol import Audio, Command, Configure, Control
 from emostt.streaming.segmenter import Segmenter, SpeechEnded, SpeechStarted
+from emostt.streaming.turn_taking import SemanticTurns, effective, endpointing, no_turn_model
+from emostt.streaming.turns import TurnBatcher
 from emostt.streaming.utterance import SessionStats, Speculation, Utterance, transcription_request
 from emostt.streaming.vad import VadBatcher, VadFailedError, VadStream
 from emostt.vocabulary import VAD_FRAME_MS
@@ -62,20 +64,26 @@ class Session:
         config: SessionConfig,
         speculative_finals: bool = True,
         endpoint_events: bool = False,
+        turns: TurnBatcher | None = None,
     ) -> None:
         self.session_id = session_id
         self._speculative_finals = speculative_finals
         self._endpoint_events = endpoint_events
         self._manual = False
         self._manual_silence = 0  # frames since the VAD last heard speech, in manual turns
-        self.config = config
+        self.config = effective(config, turns is not None)
+        # Said once the session has started (``start``): semantic turns asked of a server without a model.
+        self._notices = [] if self.config == config else [no_turn_model()]
         self._batcher = batcher
         self._send = emit
         self._emit_lock = asyncio.Lock()
         self._mood = MoodTracker(config.mood)
         self._vad = vad
         self._vad_stream = VadStream()
-        self._segmenter = Segmenter(config.vad)
+        self._segmenter = Segmenter(endpointing(self.config))
+        self._semantic = (
+            None if turns is None else SemanticTurns(turns, self._segmenter, self._emit, self._turn_end)
+        )
         self._framer = Framer(config.sample_rate)
         self._audio_received = False
         self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
@@ -86,6 +94,12 @@ class Session:
         self._unfinished: dict[str, Utterance] = {}
         self._failing = False
         self.stats = SessionStats()
+
+    async def start(self) -> None:
+        """Sent after ``ready``: what the session could not serve as asked (and serves otherwise)."""
+        notices, self._notices = self._notices, []
+        for notice in notices:
+            await self._emit(notice)
 
     def _history_frames(self) -> int:
         return self._segmenter.config.frames(self.config.vad.prefix_padding_ms) + 2
@@ -101,11 +115,13 @@ class Session:
                 if self._audio_received:
                     raise InvalidConfigError("sample_rate can only be set before the first audio")
                 self._framer.set_rate(updated.sample_rate)
-            self.config = updated
+            self.config = effective(updated, self._semantic is not None)
             self._segmenter.reconfigure(self._endpointing())
             self._mood.reconfigure(self.config.mood)
             self._history = deque(self._history, maxlen=self._history_frames())
             await self._emit(events.config_changed(self.config.model_dump()))
+            if self.config != updated:
+                await self._emit(no_turn_model())
         elif isinstance(command, Control) and command.kind == "finalize":
             await self._finalize_now()
 
@@ -145,7 +161,8 @@ class Session:
 
     def _endpointing(self) -> EndpointConfig:
         # Manual turns start at the first frame after the previous one ends: no onset to confirm.
-        return self.config.vad.model_copy(update={"min_speech_ms": 0}) if self._manual else self.config.vad
+        vad = endpointing(self.config)
+        return vad.model_copy(update={"min_speech_ms": 0}) if self._manual else vad
 
     def discard(self) -> str | None:
         """Drop the open utterance with no result (OpenAI Realtime's ``input_audio_buffer.clear``):
@@ -231,6 +248,11 @@ class Session:
                     await self._endpoint(event)
             if self._utterance is not None and self._trailing_silence() == 0:
                 self._utterance.speech_end_at = received_at  # a speech frame, by the endpointer's rule
+            turn = self.config.turn_detection
+            if self._semantic and self._utterance and turn.type == "semantic" and not self._manual:
+                question = await self._semantic.on_frame(self._utterance, turn)
+                if question is not None:
+                    self._spawn(question)
         if speech_frames:  # what this session asks of the model: admission control measures it
             self._batcher.record_speech(speech_frames * VAD_FRAME_MS / 1000)
         self._maybe_partial()
@@ -314,6 +336,8 @@ class Session:
             return
         self._utterance = None
         utt.ended = True
+        if self._semantic is not None:
+            utt.end_of_turn_confidence = self._semantic.forget(utt)
         utt.drop_partial()
         if utt.speculation is not None and utt.speculation.end_frame == event.end_frame:
             outcome = utt.speculation.outcome
@@ -327,6 +351,11 @@ class Session:
                 utt, outcome, event.end_frame, event.reason.value, time.perf_counter(), previous
             )
         )
+
+    async def _turn_end(self, event: SpeechEnded, utt: Utterance) -> None:
+        """The turn model ended ``utt``'s turn in its pause (SemanticTurns)."""
+        if utt is self._utterance:
+            await self._endpoint(event)
 
     async def _deliver_final(
         self,
@@ -345,7 +374,17 @@ class Session:
             if previous is not None:
                 await asyncio.shield(previous)  # finals leave in utterance order
             if isinstance(outcome, Served):
-                await self._send_final(utt, outcome, end_frame, reason, endpoint_at)
+                await send_final(
+                    self._emit,
+                    self.stats,
+                    self.config,
+                    self._mood,
+                    utt,
+                    outcome,
+                    end_frame,
+                    reason,
+                    endpoint_at,
+                )
             else:
                 await self._send_error(utt.utterance_id, outcome.code, outcome.message, outcome.retryable)
             self._unfinished.pop(utt.utterance_id, None)
@@ -358,33 +397,3 @@ class Session:
         metrics.ERRORS.labels(code).inc()
         self.stats.errors += 1
         await self._emit(events.error(code, message, retryable, utterance_id))
-
-    async def _send_final(
-        self, utt: Utterance, served: Served, end_frame: int, reason: str, endpoint_at: float
-    ) -> None:
-        now = time.perf_counter()
-        latency_s = now - endpoint_at
-        shaped = final_events(
-            utt.utterance_id,
-            served,
-            gating=self.config.gating,
-            mood=self._mood if self.config.mood.enabled else None,
-            end_reason=reason,
-            audio_start_ms=utt.start_frame * VAD_FRAME_MS,
-            audio_end_ms=end_frame * VAD_FRAME_MS,
-            latency_ms=latency_s * 1000,
-        )
-        for gate_reason in shaped.gate_reasons:
-            metrics.GATED.labels(gate_reason).inc()
-        if shaped.dropped:
-            metrics.UTTERANCES.labels("dropped_gated").inc()
-            return
-        if shaped.mood_changed_to is not None:
-            metrics.EMOTION_CHANGES.labels(shaped.mood_changed_to).inc()
-        await self._emit(*shaped.events)
-        metrics.ENDPOINT_TO_FINAL_SECONDS.observe(latency_s)
-        metrics.SPEECH_END_TO_FINAL_SECONDS.observe(now - (utt.speech_end_at or endpoint_at))
-        if served.degraded:
-            metrics.DEGRADED_FINALS.inc()
-        metrics.UTTERANCES.labels("final").inc()
-        self.stats.finals += 1

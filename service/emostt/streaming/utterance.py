@@ -32,6 +32,8 @@ class Utterance:
     speculation: Speculation | None = None
     # When the audio holding the utterance's last speech frame so far was received (perf_counter).
     speech_end_at: float = 0.0
+    # The turn model's P(turn complete) when the utterance ended (semantic turns), else None.
+    end_of_turn_confidence: float | None = None
 
     def audio(self, end_frame: int | None = None) -> npt.NDArray[np.float32]:
         frames = [f for i, f in self.frames if end_frame is None or i < end_frame]

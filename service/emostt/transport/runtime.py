@@ -56,12 +56,16 @@ async def run_session(conn: Connection, config: SessionConfig, *, endpoint_event
             config,
             speculative_finals=settings.speculative_finals,
             endpoint_events=endpoint_events,
+            turns=state.turns,
         )
         log.info(
             "session opened",
             extra={"session_id": conn.session_id, "device_id": device_id, "protocol": conn.protocol},
         )
-        await conn.emit(events.ready(device_id, state.model, config.sample_rate, config.model_dump()))
+        # The session's effective config: what it serves (semantic turns need a turn model).
+        effective = session.config
+        await conn.emit(events.ready(device_id, state.model, effective.sample_rate, effective.model_dump()))
+        await session.start()
         ending = await _serve(conn, session)
     finally:
         if session is not None:

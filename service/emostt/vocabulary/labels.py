@@ -75,6 +75,8 @@ ERROR_CODES = frozenset(
         "shutting_down",
         "invalid_audio",
         "vad_failed",
+        # a session asked for semantic turns on a server without a turn model (silence turns go on)
+        "turn_model_unavailable",
         "internal_error",
         # the session is closed after the event
         "idle_timeout",

@@ -7,7 +7,8 @@ core, the transports and the policies all read them.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -60,6 +61,53 @@ class MoodConfig(BaseModel):
     min_updates: int = Field(2, ge=1, le=5)
 
 
+Eagerness = Literal["low", "medium", "high", "auto"]
+
+
+@dataclass(frozen=True)
+class TurnDefaults:
+    """What an eagerness means when a client names no thresholds of its own."""
+
+    threshold: float  # P(turn complete) at a pause that ends the turn
+    eager_threshold: float  # P that sends eager_end_of_turn (the turn stays open)
+    max_silence_ms: int  # the turn ends after this much silence whatever the model says
+
+
+# Eagerness as OpenAI's semantic_vad defines it: how long at most to wait for a user who paused
+# (low 8 s, medium 4 s, high 2 s; auto is medium). The thresholds: docs/protocol.md, "Turns".
+EAGERNESS: dict[str, TurnDefaults] = {
+    "low": TurnDefaults(0.7, 0.5, 8_000),
+    "medium": TurnDefaults(0.5, 0.3, 4_000),
+    "high": TurnDefaults(0.3, 0.2, 2_000),
+    "auto": TurnDefaults(0.5, 0.3, 4_000),
+}
+
+
+class TurnDetection(BaseModel):
+    """The session config's ``turn_detection``: how a user's turn ends.
+
+    ``silence``: after ``vad.silence_duration_ms`` of silence. ``semantic``: at a pause of
+    ``min_pause_ms`` the turn model says whether the turn is complete (docs/protocol.md, "Turns").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["silence", "semantic"] = "silence"
+    eagerness: Eagerness = "auto"
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    eager_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    min_pause_ms: int = Field(200, ge=96, le=2_000)
+    max_silence_ms: int | None = Field(None, ge=200, le=10_000)
+
+    def effective(self) -> TurnDefaults:
+        """The thresholds and the longest silence in force: the client's, else its eagerness's."""
+        defaults = EAGERNESS[self.eagerness]
+        return TurnDefaults(
+            self.threshold if self.threshold is not None else defaults.threshold,
+            self.eager_threshold if self.eager_threshold is not None else defaults.eager_threshold,
+            self.max_silence_ms if self.max_silence_ms is not None else defaults.max_silence_ms,
+        )
+
+
 class SessionConfig(BaseModel):
     """Everything a client may set with a ``config`` message (or, for sample_rate, the URL)."""
 
@@ -74,6 +122,7 @@ class SessionConfig(BaseModel):
     vad: EndpointConfig = Field(default_factory=EndpointConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     mood: MoodConfig = Field(default_factory=MoodConfig)
+    turn_detection: TurnDetection = Field(default_factory=TurnDetection)
 
     @model_validator(mode="after")
     def _check_choices(self) -> SessionConfig:
@@ -84,10 +133,11 @@ class SessionConfig(BaseModel):
         return self
 
     def updated(self, changes: dict[str, Any]) -> SessionConfig:
-        """A new config with ``changes`` merged in (nested vad/gating/mood merge field by field)."""
+        """A new config with ``changes`` merged in (nested vad/gating/mood/turn_detection merge field
+        by field)."""
         merged = self.model_dump()
         for key, value in changes.items():
-            if key in ("vad", "gating", "mood") and isinstance(value, dict):
+            if key in ("vad", "gating", "mood", "turn_detection") and isinstance(value, dict):
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
