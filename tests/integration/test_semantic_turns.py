@@ -5,10 +5,15 @@ and goes on with silence turns."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+import soxr
+from openai import AsyncOpenAI
 
 from emostt.audio import read_audio_file
 from emostt.inference.engine import Engine
@@ -97,3 +102,42 @@ async def test_without_a_turn_model_semantic_turns_fall_back_to_silence(
     assert events[1]["type"] == "error" and events[1]["code"] == "turn_model_unavailable"
     [final] = transcript.of("final")
     assert final["end_reason"] == "silence" and final["end_of_turn_confidence"] is None
+
+
+async def openai_turns(server: Server, audio: np.ndarray, turn_detection: dict[str, object]) -> list[Any]:
+    """The official ``openai`` client's Realtime session, audio appended in real time; the
+    completed transcripts once the server has gone quiet."""
+    client = AsyncOpenAI(base_url=f"http://{server.base}/v1", api_key="unused", max_retries=0)
+    pcm = pcm16(soxr.resample(audio, RATE, 24_000).astype(np.float32))
+    completed: list[Any] = []
+    update = {"type": "transcription", "audio": {"input": {"turn_detection": turn_detection}}}
+    async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        await connection.session.update(session=update)  # type: ignore[arg-type]
+
+        async def read() -> None:
+            async for event in connection:
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    completed.append(event)
+
+        reader = asyncio.create_task(read())
+        for i in range(0, len(pcm), 4800):
+            await connection.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 4800]).decode())
+            await asyncio.sleep(0.1)  # a live microphone
+        # The audio ended in 5 s of silence: every turn has ended (the longest wait is 8 s after
+        # the last speech, so give the rest of it) and its transcript is out.
+        await asyncio.sleep(4.0)
+        reader.cancel()
+    return completed
+
+
+async def test_official_openai_client_semantic_vad_one_transcript_where_server_vad_gives_two(
+    server: Server, said: dict[str, np.ndarray]
+) -> None:
+    turn = np.concatenate([noise(0.5), said["fragment"], noise(1.2, 1), said["rest"], noise(5.0, 2)])
+    semantic, silence = await asyncio.gather(
+        openai_turns(server, turn, {"type": "semantic_vad", "eagerness": "low"}),
+        openai_turns(server, turn, {"type": "server_vad", "silence_duration_ms": 500}),
+    )
+    assert len(semantic) == 1 and len(silence) == 2
+    assert semantic[0].model_extra["end_of_turn_confidence"] >= 0.7
+    assert all(c.model_extra["end_of_turn_confidence"] is None for c in silence)

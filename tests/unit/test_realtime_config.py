@@ -40,6 +40,7 @@ def test_livekit_session_update() -> None:
         "sample_rate": 24000,
         "language": "en",
         "vad": {"threshold": 0.5, "prefix_padding_ms": 600, "silence_duration_ms": 350},
+        "turn_detection": {"type": "silence"},
     }
     assert not update.manual_turns
     applied = CONFIG.updated(update.changes).model_dump()
@@ -105,7 +106,12 @@ def test_beta_transcription_session_update() -> None:
         CONFIG,
         "auto",
     )
-    assert update.changes == {"sample_rate": 24000, "language": "zh", "vad": {"silence_duration_ms": 700}}
+    assert update.changes == {
+        "sample_rate": 24000,
+        "language": "zh",
+        "vad": {"silence_duration_ms": 700},
+        "turn_detection": {"type": "silence"},
+    }
     session = render(update.view, CONFIG.updated(update.changes).model_dump())
     assert session["input_audio_transcription"]["prompt"] == "x"
     assert session["turn_detection"]["silence_duration_ms"] == 700
@@ -119,7 +125,8 @@ def test_only_present_fields_change_and_unknown_ones_are_ignored() -> None:
     semantic = parse_update(
         ga({"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}), VIEW, CONFIG, "auto"
     )
-    assert semantic.changes == {"vad": {}} and not semantic.manual_turns
+    assert semantic.changes == {"vad": {}, "turn_detection": {"type": "semantic", "eagerness": "high"}}
+    assert not semantic.manual_turns
     assert (
         render(semantic.view, CONFIG.model_dump())["audio"]["input"]["turn_detection"]["eagerness"] == "high"
     )

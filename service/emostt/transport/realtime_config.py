@@ -5,8 +5,9 @@
 Both shapes set the same four things: the input format (PCM16; 24 kHz, OpenAI's only rate, or
 any rate ``/ws/stt`` takes), the transcription hints (``language`` is used; ``model`` and
 ``prompt`` are accepted and echoed: one model serves every name, and CTC takes no prompt),
-``turn_detection`` (``server_vad`` → our VAD settings; ``semantic_vad`` is served by the same
-VAD; ``null`` → the client's commits end turns) and noise reduction (accepted, echoed, not
+``turn_detection`` (``server_vad`` → our VAD settings; ``semantic_vad`` → semantic turns by the
+turn model, with its eagerness (docs/protocol.md, "Turns"); ``null`` → the client's commits end
+turns) and noise reduction (accepted, echoed, not
 applied). As in OpenAI's API only the fields present change. Fields this server does not know
 are ignored rather than refused: OpenAI keeps adding hints (``delay``, ``keywords``) that clients
 send unconditionally, and refusing them would break those clients for nothing.
@@ -136,6 +137,9 @@ def parse_update(
         if turn is not None:
             vad, turn_type, eagerness = _turn_detection(turn, config, found.turn_prefix)
             changes["vad"] = vad
+            # semantic_vad is served by the turn model, with OpenAI's eagerness; server_vad by silence.
+            semantic = {"type": "semantic", "eagerness": eagerness or "auto"}
+            changes["turn_detection"] = semantic if turn_type == "semantic_vad" else {"type": "silence"}
             updates.update(turn_type=turn_type, eagerness=eagerness)
     elif not view.turn_detection_set and found.transcription is not None:
         # OpenAI's default for these models is no server VAD: clients commit each turn.
@@ -272,7 +276,7 @@ def _turn_detection(
             f"turn_detection.type must be one of {', '.join(TURN_TYPES)} (or turn_detection null)",
             param=f"{prefix}.type",
         )
-    # semantic_vad's turn model is not ours: its turns end by the same VAD, at the session's settings.
+    # server_vad's settings are our VAD's; semantic_vad's turns are the turn model's (its eagerness).
     vad = {k: turn[k] for k in VAD_FIELDS if turn_type == "server_vad" and turn.get(k) is not None}
     try:
         EndpointConfig.model_validate({**config.vad.model_dump(), **vad})
