@@ -5,18 +5,28 @@ Reports text exact match, word error rate, language / emotion / event accuracy a
 emotion confusion matrix, through the production engine (batched, language ``auto``):
 
     python tools/eval_demo_model.py --model demo [--out docs/bench/demo-eval.json]
+    python tools/eval_demo_model.py --model demo --phone mulaw   # as a phone call carries it
+
+``--phone mulaw|alaw``: every clip goes through what a call does to it first: sox resamples it to
+8 kHz and encodes it as G.711 (the phone network), and the server's own decoder and resampler
+bring it back to 16 kHz (what /ws/stt?encoding=mulaw&sample_rate=8000 does).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import subprocess
 import sys
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from emostt.audio import decode_samples, resample
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
@@ -95,6 +105,22 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SOX_G711 = {"mulaw": "mu-law", "alaw": "a-law"}
+
+
+def through_phone(audio: np.ndarray, encoding: str) -> np.ndarray:
+    """16 kHz float32 -> sox (8 kHz G.711, as a phone network) -> the server's decoder -> 16 kHz."""
+    pcm = (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    source = ["-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1", "-"]
+    coded = subprocess.run(
+        ["sox", *source, "-t", "raw", "-r", "8000", "-e", SOX_G711[encoding], "-b", "8", "-"],
+        input=pcm,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return resample(decode_samples(coded, encoding), 8000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,9 +129,12 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--phone", choices=sorted(SOX_G711), default=None, help="through 8 kHz G.711 first")
     args = parser.parse_args()
 
     clips = demo_data.generate("heldout")
+    if args.phone:
+        clips = [dataclasses.replace(c, audio=through_phone(c.audio, args.phone)) for c in clips]
     engine = SenseVoiceEngine.load(args.model, EngineOptions(device="cpu", precision=args.precision))
     results: list[TranscriptionResult] = []
     for i in range(0, len(clips), args.batch):
@@ -115,6 +144,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "model": args.model,
         "precision": args.precision,
+        "phone": args.phone,
         "metrics": score(clips, results),
         "failures": [
             {

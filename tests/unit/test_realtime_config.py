@@ -38,6 +38,7 @@ def test_livekit_session_update() -> None:
     )
     assert update.changes == {
         "sample_rate": 24000,
+        "encoding": "pcm16",
         "language": "en",
         "vad": {"threshold": 0.5, "prefix_padding_ms": 600, "silence_duration_ms": 350},
         "turn_detection": {"type": "silence"},
@@ -108,6 +109,7 @@ def test_beta_transcription_session_update() -> None:
     )
     assert update.changes == {
         "sample_rate": 24000,
+        "encoding": "pcm16",
         "language": "zh",
         "vad": {"silence_duration_ms": 700},
         "turn_detection": {"type": "silence"},
@@ -134,13 +136,13 @@ def test_only_present_fields_change_and_unknown_ones_are_ignored() -> None:
 
 def test_other_rates_are_resampled_like_ws_stt() -> None:
     update = parse_update(ga({"format": {"type": "audio/pcm", "rate": 48000}}), VIEW, CONFIG, "auto")
-    assert update.changes == {"sample_rate": 48000}
+    assert update.changes == {"sample_rate": 48000, "encoding": "pcm16"}
 
 
 @pytest.mark.parametrize(
     ("event", "param"),
     [
-        (ga({"format": {"type": "audio/pcmu"}}), "session.audio.input.format.type"),
+        (ga({"format": {"type": "audio/opus"}}), "session.audio.input.format.type"),
         (ga({"format": {"type": "audio/pcm", "rate": 11025}}), "session.audio.input.format.rate"),
         (
             ga({"turn_detection": {"type": "server_vad", "threshold": 1.5}}),
@@ -152,7 +154,7 @@ def test_other_rates_are_resampled_like_ws_stt() -> None:
         ({"type": "session.update", "session": {"type": "realtime"}}, "session.type"),
         ({"type": "session.update", "session": []}, "session"),
         (
-            {"type": "transcription_session.update", "session": {"input_audio_format": "g711_ulaw"}},
+            {"type": "transcription_session.update", "session": {"input_audio_format": "g729"}},
             "session.input_audio_format",
         ),
     ],
@@ -203,3 +205,17 @@ def test_strings_within_their_bounds_are_kept_and_echoed() -> None:
     prompt = "Ada Lovelace, Babbage " * 100  # 2,200 characters
     update = parse_update(ga({"transcription": {"model": "m" * 256, "prompt": prompt}}), VIEW, CONFIG, "auto")
     assert update.view.transcription["model"] == "m" * 256 and update.view.transcription["prompt"] == prompt
+
+
+def test_openai_g711_formats_are_8_khz_mulaw_and_alaw() -> None:
+    for kind, encoding in (("audio/pcmu", "mulaw"), ("audio/pcma", "alaw")):
+        update = parse_update(ga({"format": {"type": kind}}), VIEW, CONFIG, "auto")
+        assert update.changes == {"sample_rate": 8000, "encoding": encoding}
+        applied = CONFIG.updated(update.changes).model_dump()
+        assert render(update.view, applied)["audio"]["input"]["format"] == {"type": kind}
+    for name, encoding in (("g711_ulaw", "mulaw"), ("g711_alaw", "alaw")):
+        event = {"type": "transcription_session.update", "session": {"input_audio_format": name}}
+        update = parse_update(event, VIEW, CONFIG, "auto")
+        assert update.changes == {"sample_rate": 8000, "encoding": encoding}
+        applied = CONFIG.updated(update.changes).model_dump()
+        assert render(update.view, applied)["input_audio_format"] == name

@@ -84,7 +84,7 @@ class Session:
         self._semantic = (
             None if turns is None else SemanticTurns(turns, self._segmenter, self._emit, self._turn_end)
         )
-        self._framer = Framer(config.sample_rate)
+        self._framer = Framer(config.sample_rate, config.encoding)
         self._audio_received = False
         self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
         self._utterance: Utterance | None = None
@@ -111,10 +111,13 @@ class Session:
             await self._on_audio(command.pcm, command.received_at)
         elif isinstance(command, Configure):
             updated = self.config.updated(command.changes)
-            if updated.sample_rate != self.config.sample_rate:
+            audio_format = (updated.sample_rate, updated.encoding)
+            if audio_format != (self.config.sample_rate, self.config.encoding):
                 if self._audio_received:
-                    raise InvalidConfigError("sample_rate can only be set before the first audio")
-                self._framer.set_rate(updated.sample_rate)
+                    raise InvalidConfigError(
+                        "sample_rate and encoding can only be set before the first audio"
+                    )
+                self._framer.set_format(*audio_format)
             self.config = effective(updated, self._semantic is not None)
             self._segmenter.reconfigure(self._endpointing())
             self._mood.reconfigure(self.config.mood)

@@ -29,6 +29,10 @@ from emostt.vocabulary import SUPPORTED_INPUT_RATES
 from emostt.vocabulary.session_config import EndpointConfig, SessionConfig
 
 OPENAI_RATE = 24_000
+# OpenAI's G.711 formats (GA format types; the beta's input_audio_format names): 8 kHz phone audio.
+G711_RATE = 8_000
+G711_TYPES = {"audio/pcmu": "mulaw", "audio/pcma": "alaw"}
+G711_BETA = {"g711_ulaw": "mulaw", "g711_alaw": "alaw"}
 # Served by OpenAI without server-side turn detection: a session naming one of these (and no
 # turn_detection) gets commit-driven turns, as LiveKit and Pipecat expect of them.
 MANUAL_TURN_MODELS = ("gpt-realtime-whisper", "gpt-live-transcribe")
@@ -114,6 +118,8 @@ def parse_update(
     updates: dict[str, Any] = {"beta": beta}
     if found.rate is not None:
         changes["sample_rate"] = found.rate
+    if found.encoding is not None:
+        changes["encoding"] = found.encoding
     if found.transcription is not None:
         transcription = {**view.transcription, **found.transcription}
         _check_unknown_hints(transcription, found.prefix)
@@ -165,7 +171,7 @@ def render(view: RealtimeView, config: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "id": view.id,
             "object": "realtime.transcription_session",
-            "input_audio_format": "pcm16",
+            "input_audio_format": {v: k for k, v in G711_BETA.items()}.get(config["encoding"], "pcm16"),
             "input_audio_transcription": view.transcription,
             "turn_detection": turn,
             "input_audio_noise_reduction": view.noise_reduction,
@@ -173,7 +179,7 @@ def render(view: RealtimeView, config: Mapping[str, Any]) -> dict[str, Any]:
             "modalities": ["text"],
         }
     audio_input = {
-        "format": {"type": "audio/pcm", "rate": config["sample_rate"]},
+        "format": _ga_format(config),
         "transcription": view.transcription,
         "turn_detection": turn,
         "noise_reduction": view.noise_reduction,
@@ -187,6 +193,13 @@ def render(view: RealtimeView, config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ga_format(config: Mapping[str, Any]) -> dict[str, Any]:
+    for kind, encoding in G711_TYPES.items():
+        if config["encoding"] == encoding:
+            return {"type": kind}
+    return {"type": "audio/pcm", "rate": config["sample_rate"]}
+
+
 @dataclass
 class _Fields:
     """What one update sets, in either shape (None: absent; turn detection and noise reduction
@@ -195,6 +208,7 @@ class _Fields:
     prefix: str  # where transcription fields live, for error params
     turn_prefix: str
     rate: int | None = None
+    encoding: str | None = None
     transcription: dict[str, Any] | None = None
     has_turn_detection: bool = False
     turn_detection: dict[str, Any] | None = None
@@ -215,11 +229,15 @@ def _ga_fields(session: dict[str, Any]) -> _Fields:
     audio_input = _object(audio, "input", base) or {}
     found = _Fields(prefix=f"{base}.transcription", turn_prefix=f"{base}.turn_detection")
     fmt = _object(audio_input, "format", f"{base}.format")
-    if fmt is not None:
+    if fmt is not None and fmt.get("type") in G711_TYPES:
+        found.rate, found.encoding = G711_RATE, G711_TYPES[fmt["type"]]
+    elif fmt is not None:
         if fmt.get("type", "audio/pcm") != "audio/pcm":
             raise RealtimeRequestError(
-                "only audio/pcm input (16-bit little-endian mono) is supported", param=f"{base}.format.type"
+                "input formats are audio/pcm (16-bit little-endian mono), audio/pcmu and audio/pcma",
+                param=f"{base}.format.type",
             )
+        found.encoding = "pcm16"
         rate = fmt.get("rate", OPENAI_RATE)
         if isinstance(rate, bool) or not isinstance(rate, int) or rate not in SUPPORTED_INPUT_RATES:
             rates = ", ".join(map(str, SUPPORTED_INPUT_RATES))
@@ -234,12 +252,16 @@ def _ga_fields(session: dict[str, Any]) -> _Fields:
 def _beta_fields(session: dict[str, Any]) -> _Fields:
     found = _Fields(prefix="session.input_audio_transcription", turn_prefix="session.turn_detection")
     if "input_audio_format" in session:
-        if session["input_audio_format"] != "pcm16":
+        fmt = session["input_audio_format"]
+        if fmt in G711_BETA:
+            found.rate, found.encoding = G711_RATE, G711_BETA[fmt]
+        elif fmt == "pcm16":
+            found.rate, found.encoding = OPENAI_RATE, "pcm16"
+        else:
             raise RealtimeRequestError(
-                "only pcm16 input (24 kHz, 16-bit little-endian mono) is supported",
+                "input_audio_format is pcm16 (24 kHz, 16-bit little-endian mono), g711_ulaw or g711_alaw",
                 param="session.input_audio_format",
             )
-        found.rate = OPENAI_RATE
     found.transcription = _object(session, "input_audio_transcription", found.prefix)
     _presence(
         found, session, "turn_detection", "input_audio_noise_reduction", "session.input_audio_noise_reduction"

@@ -2,7 +2,8 @@
 
 No torch here. The connection (sending, limits' close paths) is ``connection.py``; serving the
 session (receive loop, consumer, limits, drain) is ``runtime.py``; this adapter only checks the
-handshake (token, origin, device id, admission, ``sample_rate``) and starts the session.
+handshake (token, origin, device id, admission, ``sample_rate`` and ``encoding``) and starts the
+session.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ async def stt_endpoint(websocket: WebSocket, device_id: str) -> None:
         await conn.reject(refusal.code, refusal.error, refusal.message)
         return
     try:
-        rate = int(websocket.query_params.get("sample_rate", str(SAMPLE_RATE)))
-        config = SessionConfig.model_validate({**settings.session_defaults, "sample_rate": rate})
+        query = websocket.query_params
+        url_format: dict[str, object] = {"sample_rate": int(query.get("sample_rate", str(SAMPLE_RATE)))}
+        if "encoding" in query:  # pcm16 (default), mulaw or alaw; anything else is refused by name
+            url_format["encoding"] = query["encoding"]
+        config = SessionConfig.model_validate({**settings.session_defaults, **url_format})
     except (ValueError, ValidationError) as exc:
         await conn.reject(CLOSE_POLICY.code, "invalid_config", _config_problem(exc))
         return

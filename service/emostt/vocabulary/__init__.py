@@ -16,6 +16,11 @@ from typing import Literal
 SAMPLE_RATE = 16_000
 # Rates a stream or file may arrive at (resampled to SAMPLE_RATE at the edge).
 SUPPORTED_INPUT_RATES = (8_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
+# How a stream's bytes encode its samples: PCM16 little-endian, or G.711 µ-law / A-law (phone
+# audio, one byte a sample, usually at 8 kHz).
+Encoding = Literal["pcm16", "mulaw", "alaw"]
+ENCODINGS: tuple[Encoding, ...] = ("pcm16", "mulaw", "alaw")
+BYTES_PER_SAMPLE: dict[str, int] = {"pcm16": 2, "mulaw": 1, "alaw": 1}
 # Silero VAD's frame at 16 kHz: the unit of endpointing.
 VAD_FRAME_SAMPLES = 512
 VAD_FRAME_MS = VAD_FRAME_SAMPLES * 1000 // SAMPLE_RATE  # 32

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emostt.errors import InvalidConfigError, validation_problems
-from emostt.vocabulary import SAMPLE_RATE, SUPPORTED_INPUT_RATES, VAD_FRAME_MS
+from emostt.vocabulary import SAMPLE_RATE, SUPPORTED_INPUT_RATES, VAD_FRAME_MS, Encoding
 from emostt.vocabulary.labels import LANGUAGE_HINTS
 
 
@@ -119,6 +119,7 @@ class SessionConfig(BaseModel):
     word_timestamps: bool = False
     known_emotion_only: bool = False
     sample_rate: int = SAMPLE_RATE
+    encoding: Encoding = "pcm16"
     vad: EndpointConfig = Field(default_factory=EndpointConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     mood: MoodConfig = Field(default_factory=MoodConfig)
