@@ -5,6 +5,7 @@ in agreement with the server's own tables (``emostt.vocabulary``), the rules eve
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,15 +15,18 @@ from typing import get_args
 import emostt_client
 import pipecat_emostt
 import pytest
-from emostt_client import protocol, reconnect
+from emostt_client import protocol, reconnect, turns
 from livekit.plugins.emostt import models as livekit_models
 
 from emostt import vocabulary
-from emostt.vocabulary import labels
+from emostt.vocabulary import labels, session_config
 from tests.clients.test_web_close_codes import node
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE_FILES = [Path(protocol.__file__), Path(protocol.__file__).with_name("events.py")]
+CORE_FILES = [
+    Path(protocol.__file__),
+    *(Path(protocol.__file__).with_name(n) for n in ("events.py", "turns.py")),
+]
 
 
 @pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
@@ -33,7 +37,7 @@ def test_the_core_needs_nothing_but_the_standard_library(path: Path) -> None:
             imported.update(alias.name for alias in node_.names)
         elif isinstance(node_, ast.ImportFrom) and node_.module:
             imported.add(node_.module)
-    allowed = set(sys.stdlib_module_names) | {"__future__", "emostt_client.events"}
+    allowed = set(sys.stdlib_module_names) | {"__future__", "emostt_client.events", "emostt_client.turns"}
     assert {name for name in imported if name.split(".")[0] not in allowed and name not in allowed} == set()
 
 
@@ -93,6 +97,17 @@ def test_error_codes_are_the_servers() -> None:
         protocol.CLOSING_ERROR_CODES,
     ):
         assert codes <= labels.ERROR_CODES
+
+
+def test_turn_detection_is_the_servers() -> None:
+    assert protocol.TURN_MODEL_UNAVAILABLE in labels.ERROR_CODES
+    fields = session_config.TurnDetection.model_fields
+    assert get_args(fields["type"].annotation) == turns.TURN_TYPES
+    assert set(turns.EAGERNESS) == set(session_config.EAGERNESS) == set(get_args(protocol.Eagerness))
+    # Every field the typed helper can send is one the server takes (it forbids others).
+    assert {f.name for f in dataclasses.fields(protocol.TurnDetection)} == set(fields)
+    full = protocol.TurnDetection("semantic", "low", 0.6, 0.4, 300, 5000).to_config()
+    assert session_config.TurnDetection(**full).effective() == session_config.TurnDefaults(0.6, 0.4, 5000)
 
 
 def test_device_id_languages_and_rates_are_the_servers() -> None:

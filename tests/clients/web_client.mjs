@@ -1,10 +1,13 @@
 // Drives clients/web/emostt.js in Node (its WebSocket, EventTarget and CustomEvent are the
-// browser's APIs) for tests/clients/test_web_close_codes.py: `node --experimental-websocket
-// web_client.mjs <module URL> constants` prints the client's protocol constants;
-// `... <module URL> connect <server URL>` connects, prints each event as a JSON line, stops the
-// client once a session opened by a reconnect is ready, and exits when the stream is `closed`.
+// browser's APIs) for tests/clients/test_web_close_codes.py and test_web_turns.py: `node
+// --experimental-websocket web_client.mjs <module URL> constants` prints the client's protocol
+// constants; `... <module URL> connect <server URL>` connects, prints each event as a JSON line,
+// stops the client once a session opened by a reconnect is ready, and exits when the stream is
+// `closed`; `... <module URL> turns <server URL>` connects with semantic turns, sends 100 ms of
+// audio, prints each event the client dispatches, and stops after the first final.
 const [moduleUrl, command, serverUrl] = process.argv.slice(2);
 const web = await import(moduleUrl);
+const print = (type, detail) => console.log(JSON.stringify({ type, detail }));
 
 if (command === "constants") {
   console.log(
@@ -15,9 +18,24 @@ if (command === "constants") {
       device_id_rule: web.DEVICE_ID_RULE,
     }),
   );
+} else if (command === "turns") {
+  const client = new web.EmosttClient();
+  const types = ["ready", "config", "speech_started", "partial", "eager_end_of_turn", "turn_resumed", "error"];
+  for (const type of types) client.on(type, (detail) => print(type, detail));
+  client.on("final", (detail) => {
+    print("final", detail);
+    void client.stop({ timeoutMs: 5000 });
+  });
+  client.on("closed", (detail) => {
+    print("closed", detail);
+    process.exit(0);
+  });
+  setTimeout(() => process.exit(2), 15_000);
+  const turnDetection = { type: "semantic", eagerness: "low" };
+  await client.connect({ url: serverUrl, deviceId: "web-turns", config: { language: "en" }, turnDetection });
+  client.sendAudio(new Int16Array(1600));
 } else {
   const client = new web.EmosttClient();
-  const print = (type, detail) => console.log(JSON.stringify({ type, detail }));
   let reconnecting = false;
   client.on("ready", (ready) => {
     print("ready", ready);

@@ -36,6 +36,7 @@ from livekit.rtc import AudioFrame
 
 from emostt.audio import read_audio_file
 from emostt.inference.sensevoice import SenseVoiceEngine
+from tests.conftest import espeak
 from tests.integration import server as server_module
 from tests.integration.server import Server, free_port, running_server, service_settings
 
@@ -218,6 +219,59 @@ def test_flush_sends_finalize_and_the_final_comes_before_the_input_ends(
     assert data.text == "turn left"
     assert data.metadata is not None and data.metadata["end_reason"] == "finalize"
     assert [e.type for e in speech_events(rest)] == [EV.END_OF_SPEECH]
+
+
+@pytest.fixture(scope="module")
+def paused_turn(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """One turn with a pause inside: "and then", 1.2 s, "turn left at the door." (espeak-ng, as in
+    tests/integration/test_semantic_turns.py), then room noise."""
+    folder = tmp_path_factory.mktemp("turn")
+    fragment, rest = (
+        read_audio_file(espeak(text, folder / f"{i}.wav", voice="en-us")) * 0.8
+        for i, text in enumerate(("and then", "turn left at the door."))
+    )
+    return np.concatenate([noise(0.5), fragment, noise(1.2, 1), rest, noise(4.0, 2)])
+
+
+def test_semantic_turns_preflight_at_the_pause_and_end_of_speech_at_the_turns_end(
+    server: Server, paused_turn: np.ndarray
+) -> None:
+    """The real turn model (Smart Turn), eagerness low: fairly sure at the fragment's pause (a
+    PREFLIGHT_TRANSCRIPT), then sure at the end. One FINAL_TRANSCRIPT and one END_OF_SPEECH."""
+
+    async def scenario() -> list[stt.SpeechEvent]:
+        async with http():
+            turns = {"type": "semantic", "eagerness": "low"}
+            plugin = emostt.STT(
+                url=f"ws://{server.base}", token=TOKEN, device_id="lk-turns", turn_detection=turns
+            )
+            stream = plugin.stream()
+            events = Events(stream)
+
+            async def speak() -> None:  # in real time: the pauses are the turn model's cue
+                for frame in frames(paused_turn, rate=16000, frame_ms=100):
+                    stream.push_frame(frame)
+                    await asyncio.sleep(0.1)
+
+            speaker = asyncio.create_task(speak())
+            await events.next(EV.END_OF_SPEECH)
+            speaker.cancel()
+            stream.end_input()
+            await events.reader
+            await stream.aclose()
+            return events.log
+
+    events = asyncio.run(asyncio.wait_for(scenario(), DEADLINE_S))
+    kinds = [e.type for e in speech_events(events)]
+    assert kinds[0] == EV.START_OF_SPEECH and kinds[-2:] == [EV.FINAL_TRANSCRIPT, EV.END_OF_SPEECH], kinds
+    assert kinds.count(EV.END_OF_SPEECH) == 1 and kinds.count(EV.FINAL_TRANSCRIPT) == 1, kinds
+    preflight = next(e for e in events if e.type == EV.PREFLIGHT_TRANSCRIPT).alternatives[0]
+    assert preflight.text and preflight.metadata is not None
+    assert 0.5 <= preflight.metadata["end_of_turn_confidence"] < 0.7  # eager, not sure: low's thresholds
+    final = next(e for e in events if e.type == EV.FINAL_TRANSCRIPT).alternatives[0]
+    assert final.metadata is not None and final.metadata["end_reason"] == "turn_model"
+    assert final.metadata["end_of_turn_confidence"] >= 0.7
+    assert final.start_time < 1.0 < 2.5 < final.end_time  # one utterance across the pause
 
 
 def test_recognize_over_rest_returns_text_and_emotion(server: Server, turn_left: np.ndarray) -> None:

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import (
+    EagerEndOfTurnCancelFrame,
+    EagerTranscriptionFrame,
     EndFrame,
     ErrorFrame,
     Frame,
@@ -29,9 +31,13 @@ from pipecat.frames.frames import (
     STTMetadataFrame,
     STTUpdateSettingsFrame,
     TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker, ProcessorUnusablePolicy
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.stt import OpenAIRealtimeSTTService
@@ -44,6 +50,7 @@ from prometheus_client import REGISTRY
 
 from emostt.audio import read_audio_file
 from emostt.inference.engine import Engine
+from tests.conftest import espeak
 from tests.integration.server import (
     Server,
     free_port,
@@ -68,6 +75,9 @@ FAST_RETRY: dict[str, Any] = {
 F = TypeVar("F", bound=Frame)
 # An emostt-mode turn: proposed start, the final's transcription, proposed stop.
 TURN_FRAMES = (ProposedUserStartedSpeakingFrame, TranscriptionFrame, ProposedUserStoppedSpeakingFrame)
+EAGER_TURN_FRAMES = (*TURN_FRAMES, EagerTranscriptionFrame, EagerEndOfTurnCancelFrame)
+# What Pipecat's user aggregator makes of them.
+USER_TURN_FRAMES = (UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
 
 
 # -- audio --------------------------------------------------------------------------------------
@@ -254,6 +264,41 @@ async def test_emostt_turns_propose_user_speaking(server: Server, turn_left: np.
     assert check_final(frame, "robot-pc-2")["end_reason"] == "silence" and frame.finalized
     [metadata] = [f for f in run.collector.of(STTMetadataFrame) if f.service_name == stt.name]
     assert isinstance(metadata.user_turn_strategies, ExternalUserTurnStrategies)
+    assert run.errors == []
+
+
+async def test_semantic_turns_eager_end_of_turn_and_the_turn_end_with_the_real_turn_model(
+    server: Server, tmp_path: Path
+) -> None:
+    """The real turn model (Smart Turn), eagerness low, a pause inside the turn (as in
+    tests/integration/test_semantic_turns.py): an eager end of turn at the pause, withdrawn when
+    speech resumes, then one final and Pipecat's user aggregator ends the user's turn on it."""
+    fragment, rest = (
+        read_audio_file(espeak(text, tmp_path / f"{i}.wav", voice="en-us")) * 0.8
+        for i, text in enumerate(("and then", "turn left at the door."))
+    )
+    turn = audio_frames(room_noise(0.5), fragment, room_noise(1.2, 1), rest, room_noise(4.0, 2))
+    turns = {"type": "semantic", "eagerness": "low"}
+    url = f"ws://{server.base}"
+    stt = emostt_stt(url, "robot-pc-turns", turn_detection=turns, enable_eager_end_of_turn=True)
+    before = Collector()
+    async with pipeline(stt, before, LLMUserAggregator(LLMContext())) as run:
+        for start in range(0, len(turn), 5):  # 100 ms at a time, in real time: pauses are the cue
+            await run.push(turn[start : start + 5])
+            await asyncio.sleep(0.1)
+            if run.collector.of(UserStoppedSpeakingFrame):
+                break
+        await run.collector.wait_for(UserStoppedSpeakingFrame)
+    kinds = [type(f) for f in before.frames if isinstance(f, EAGER_TURN_FRAMES)]
+    assert kinds[0] is ProposedUserStartedSpeakingFrame and kinds[-2:] == list(TURN_FRAMES[1:]), kinds
+    assert kinds.count(TranscriptionFrame) == 1 and EagerTranscriptionFrame in kinds, kinds
+    [eager, *_] = before.of(EagerTranscriptionFrame)
+    assert eager.text and 0.5 <= eager.result["confidence"] < 0.7
+    [frame] = before.of(TranscriptionFrame)
+    assert frame.finalized and result_of(frame)["end_reason"] == "turn_model"
+    assert result_of(frame)["end_of_turn_confidence"] >= 0.7
+    user_turn = [type(f) for f in run.collector.frames if isinstance(f, USER_TURN_FRAMES)]
+    assert user_turn == list(USER_TURN_FRAMES)
     assert run.errors == []
 
 

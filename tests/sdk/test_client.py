@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from emostt_client import sync
 
+from emostt.audio import read_audio_file
+from tests.conftest import espeak
 from tests.integration.server import Server
 from tests.sdk import SAMPLE, base_url, next_of
 
@@ -46,6 +48,30 @@ async def test_send_file_yields_ready_speech_started_final_in_order(server: Serv
     assert final.end_reason == "silence" and final.utterance_id == "u1"
     assert [e.seq for e in events if not isinstance(e, ec.Reconnected)] == list(range(1, len(events) + 1))
     assert stream.close_code == 1000 and stream.closed
+
+
+async def test_semantic_turns_with_the_real_turn_model(server: Server, tmp_path: Path) -> None:
+    """``turn_detection`` semantic (eagerness low) and a pause inside the turn, in real time:
+    an eager end of turn at the pause, resumed, then one final that the turn model ended."""
+    fragment, rest = (
+        read_audio_file(espeak(text, tmp_path / f"{i}.wav", voice="en-us")) * 0.8  # 16 kHz
+        for i, text in enumerate(("and then", "turn left at the door."))
+    )
+    noise = np.random.default_rng(0).standard_normal(16000 * 4).astype(np.float32) * 10 ** (-65 / 20)
+    turn = np.concatenate([noise[:8000], fragment, noise[: 16000 * 6 // 5], rest, noise])
+    turns = ec.TurnDetection("semantic", eagerness="low")
+    async with ec.connect(base_url(server), "robot-turns", turn_detection=turns) as stream:
+        await stream.send_audio(turn, 16000, trailing_silence_s=0)  # in real time: pauses are the cue
+        final, events = await next_of(stream, ec.Final)
+        await stream.close()
+    config = next(e for e in events if isinstance(e, ec.ConfigUpdated)).config
+    assert config["turn_detection"]["type"] == "semantic" and config["turn_detection"]["eagerness"] == "low"
+    kinds = [type(e) for e in events if isinstance(e, (ec.EagerEndOfTurn, ec.TurnResumed, ec.Final))]
+    assert kinds[:2] == [ec.EagerEndOfTurn, ec.TurnResumed] and kinds[-1] is ec.Final, kinds
+    eager = next(e for e in events if isinstance(e, ec.EagerEndOfTurn))
+    assert eager.utterance_id == final.utterance_id and 0.5 <= eager.confidence < 0.7
+    assert final.end_reason == "turn_model"
+    assert final.end_of_turn_confidence is not None and final.end_of_turn_confidence >= 0.7
 
 
 async def test_float32_arrays_and_finalize_end_the_utterance(server: Server) -> None:

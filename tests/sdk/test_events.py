@@ -10,6 +10,7 @@ from pathlib import Path
 import emostt_client as ec
 import numpy as np
 import pytest
+from emostt_client import protocol
 from emostt_client.cli import as_json, describe
 from emostt_client.reconnect import is_retryable_close
 
@@ -96,6 +97,51 @@ def test_every_event_type() -> None:
     assert isinstance(partial, ec.Partial) and partial.text == "tu"
     assert changed == ec.EmotionChanged("neutral", "happy", "u3", SCORES, "s1", 7, {})
     assert isinstance(error, ec.Error) and error.retryable and error.utterance_id == "u4"
+
+
+def test_turn_events_and_the_finals_turn_confidence() -> None:
+    eager = ec.parse_event(
+        {**BASE, "type": "eager_end_of_turn", "utterance_id": "u1", "text": "turn left", "confidence": 0.42}
+    )
+    assert eager == ec.EagerEndOfTurn("u1", "turn left", 0.42, "s1", 7, {})
+    assert ec.parse_event({**BASE, "type": "turn_resumed", "utterance_id": "u1"}) == ec.TurnResumed(
+        "u1", "s1", 7, {}
+    )
+    ended = ec.parse_event(final(end_of_turn_confidence=0.93, end_reason="turn_model"))
+    assert isinstance(ended, ec.Final) and ended.end_of_turn_confidence == 0.93
+    assert ended.end_reason == "turn_model"
+    for older in (final(), final(end_of_turn_confidence=None)):  # an older server; no model run
+        parsed = ec.parse_event(older)
+        assert isinstance(parsed, ec.Final) and parsed.end_of_turn_confidence is None
+    # Without its confidence, an eager end of turn no longer parses: Unknown, never an exception.
+    assert isinstance(ec.parse_event({**BASE, "type": "eager_end_of_turn", "utterance_id": "u1"}), ec.Unknown)
+    assert describe(eager) == "[eager end of turn u1 0.42] 'turn left'"
+    assert (
+        describe(ec.parse_event({**BASE, "type": "turn_resumed", "utterance_id": "u1"}))
+        == "[turn resumed u1]"
+    )
+    assert describe(ended).endswith("latency=0.4 ms\n[turn end 0.93]")
+
+
+def test_turn_detection_values() -> None:
+    assert ec.TurnDetection().to_config() == {"type": "semantic"}
+    high = ec.TurnDetection("semantic", eagerness="high", eager_threshold=0.25, max_silence_ms=3000)
+    assert high.to_config() == {
+        "type": "semantic",
+        "eagerness": "high",
+        "eager_threshold": 0.25,
+        "max_silence_ms": 3000,
+    }
+    assert ec.TurnDetection("silence").to_config() == {"type": "silence"}
+    assert protocol.config_fields({"language": "en", "turn_detection": high}) == {
+        "language": "en",
+        "turn_detection": high.to_config(),
+    }
+    assert protocol.is_semantic({"type": "semantic"}) and not protocol.is_semantic(None)
+    assert not protocol.is_semantic({"eagerness": "low"})  # the type defaults to silence
+    for bad in ({"type": "vad"}, {"type": "semantic", "eagerness": "eager"}, ["semantic"]):
+        with pytest.raises(ValueError, match="turn_detection"):
+            protocol.turn_detection_config(bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ must show "turn left" with its emotion, the mood, and no error of any kind in th
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,12 +19,13 @@ from websockets.sync.client import connect
 
 from emostt.audio import read_audio_file
 from emostt.inference.sensevoice import SenseVoiceEngine
+from tests.clients.turn_server import END_OF_TURN_CONFIDENCE, FINAL_TEXT, TURN
 from tests.conftest import espeak
 from tests.integration.server import Server, running_server, service_settings
 from tests.web.browser import SETUP_HINT, chromium_path, launch, write_microphone_wav
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Page, Response
+    from playwright.sync_api import Browser, ConsoleMessage, Page, Response, WebSocketRoute
 
 TOKEN = "web-test-token"
 EMOTIONS = {"happy", "sad", "angry", "neutral", "fearful", "disgusted", "surprised", "unknown"}
@@ -158,6 +160,50 @@ def test_page_reconnects_when_the_server_has_room_again(page: tuple[Page, Proble
     tab.get_by_text("Listening:").wait_for(timeout=TIMEOUT_MS)  # backoff: 0.5 s, 1 s, 2 s… with jitter
     tab.locator(".final", has_text="turn left").first.wait_for(timeout=TIMEOUT_MS)
     tab.get_by_role("button", name="Stop").click()
+    tab.get_by_text("Stopped.").wait_for(timeout=TIMEOUT_MS)
+    assert problems.found == []
+
+
+def test_page_shows_eager_and_semantic_turn_ends(page: tuple[Page, Problems], server: Server) -> None:
+    """``?turns=semantic`` ticks the box; the page asks for semantic turns and marks the events of
+    the turn. The session is Playwright's stand-in for the server (routeWebSocket), playing the
+    clients' scripted turn (tests/clients/turn_server.py) one event at a time."""
+    tab, problems = page
+    sockets: list[WebSocketRoute] = []
+    configs: list[dict[str, Any]] = []
+
+    def on_message(ws: WebSocketRoute, message: str | bytes) -> None:
+        if isinstance(message, str) and orjson.loads(message)["type"] == "config":
+            configs.append(orjson.loads(message))
+        elif isinstance(message, str) and orjson.loads(message)["type"] == "close":
+            ws.close(code=1000)
+
+    def on_socket(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        ws.on_message(lambda message: on_message(ws, message))
+        ready = {"type": "ready", "device_id": "d", "model": {"name": "scripted"}, "sample_rate": 16000}
+        ws.send(orjson.dumps({**ready, "config": {}, "session_id": "s1", "seq": 1}).decode())
+
+    tab.route_web_socket(re.compile(r"/ws/stt/"), on_socket)
+    open_page(tab, server, "&turns=semantic")
+    assert tab.get_by_label("Semantic turn ends").is_checked()
+    press(tab, "Start", "Enter")
+    tab.get_by_text("Listening:").wait_for(timeout=TIMEOUT_MS)
+    [ws] = sockets
+    note = tab.locator("#turn-note")
+    for event in TURN:
+        ws.send(orjson.dumps({**event, "session_id": "s1", "seq": 2}).decode())
+        if event["type"] == "eager_end_of_turn":
+            expected = f"⏎? eager turn end ({event['confidence']:.2f})"
+            tab.wait_for_function("t => document.getElementById('turn-note').textContent === t", arg=expected)
+        elif event["type"] == "turn_resumed":
+            tab.get_by_text("↻ turn resumed").wait_for(timeout=TIMEOUT_MS)
+    final = tab.locator(".final", has_text=FINAL_TEXT).first
+    final.wait_for(timeout=TIMEOUT_MS)
+    assert final.locator(".turn").inner_text() == f"⏎ turn end ({END_OF_TURN_CONFIDENCE:.2f})"
+    assert note.inner_text() == ""  # the eager marker goes with the final
+    assert configs[0]["turn_detection"] == {"type": "semantic", "eagerness": "auto"}
+    press(tab, "Stop", "Space")
     tab.get_by_text("Stopped.").wait_for(timeout=TIMEOUT_MS)
     assert problems.found == []
 

@@ -45,8 +45,15 @@ class TranscriptionRequest:
     word_timestamps: bool = False
     # SenseVoice often answers EMO_UNKNOWN; callers that always want a concrete emotion set this.
     known_emotion_only: bool = False
+    # Words or phrases to bias the text towards (context-graph beam search, ``keyterms.py``);
+    # empty: plain greedy decoding, at no cost.
+    keyterms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.keyterms, tuple):
+            object.__setattr__(self, "keyterms", tuple(self.keyterms))
+        if not all(isinstance(term, str) for term in self.keyterms):
+            raise ValueError("keyterms must be strings")
         if self.language not in LANGUAGE_HINTS:
             raise ValueError(f"language must be one of {', '.join(LANGUAGE_HINTS)}, got {self.language!r}")
         if self.audio.ndim != 1:
@@ -68,11 +75,15 @@ class TranscriptionResult:
     raw_text: str = ""
     words: list[Word] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # The request's keyterms that occur in ``text``, in order; None when it had none.
+    keyterms_matched: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         if self.words is None:
             out.pop("words")
+        if self.keyterms_matched is None:
+            out.pop("keyterms_matched")
         if not self.extras:
             out.pop("extras")
         return out

@@ -2,7 +2,9 @@
 
 No torch here: the model side reduces its (T, V) output to the compact ``CtcFrames`` below,
 and everything that decides what the user sees (distributions, text, confidence, words) is
-a plain function of those arrays, tested with property tests.
+a plain function of those arrays, tested with property tests. The text is greedy CTC, or,
+for a request with keyterms, the biased beam search of ``beam_search.py`` over the text frames'
+top-k tokens (``CtcFrames.text_top``); the rich-tag frames are read the same way either way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from emostt.inference.beam_search import align, prefix_beam_search
+from emostt.inference.context_graph import ContextGraph
 from emostt.inference.engine import Distribution, TranscriptionRequest, TranscriptionResult, Word
 from emostt.inference.rich_tokens import (
     EMOTION_FRAME,
@@ -37,7 +41,8 @@ class CtcFrames:
 
     best_ids/best_logp/blank_logp: shape (T,), the per-frame argmax id, its log-prob, and the
     blank log-prob. query_logp: shape (QUERY_FRAMES, len(rich_ids)), log-probs of the rich
-    tokens at the query frames, columns in ``rich_ids`` order.
+    tokens at the query frames, columns in ``rich_ids`` order. text_top: for biased decoding
+    only, the text frames' (after the query frames) top-k token ids and log-probs, (T - 4, k).
     """
 
     best_ids: IntArray
@@ -45,6 +50,7 @@ class CtcFrames:
     blank_logp: FloatArray
     query_logp: FloatArray
     rich_ids: Sequence[int]
+    text_top: tuple[IntArray, FloatArray] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,18 @@ def collapse_ctc(best_ids: IntArray, best_logp: FloatArray, blank_id: int) -> li
             spans.append(TokenSpan(token, start, end, min(max(conf, 0.0), 1.0)))
         start = end + 1
     return spans
+
+
+def biased_spans(frames: CtcFrames, blank_id: int, graph: ContextGraph) -> list[TokenSpan] | None:
+    """The text frames decoded by beam search with ``graph``'s bonuses, as token spans with
+    confidences along the chosen tokens' best path; None without ``text_top`` or a path."""
+    if frames.text_top is None:
+        return None
+    top_ids, top_logp = frames.text_top
+    blank = frames.blank_logp[QUERY_FRAMES:]
+    tokens = prefix_beam_search(top_ids, top_logp, blank, blank_id, graph)
+    spans = align(tokens, top_ids, top_logp, blank)
+    return None if spans is None else [TokenSpan(*span) for span in spans]
 
 
 def utterance_confidence(spans: Sequence[TokenSpan], blank_logp: FloatArray) -> float:
@@ -152,8 +170,10 @@ def decode_utterance(
     request: TranscriptionRequest,
     decode_ids: Callable[[list[int]], str],
     id_to_piece: Callable[[int], str],
+    graph: ContextGraph | None = None,
 ) -> TranscriptionResult:
-    """Everything the user sees, from one utterance's CTC frames."""
+    """Everything the user sees, from one utterance's CTC frames; ``graph``: the request's
+    keyterms (None: it has none; the text is greedy CTC and ``keyterms_matched`` None)."""
     column = {token: i for i, token in enumerate(frames.rich_ids)}
 
     def frame_logp(frame: int) -> dict[int, float]:
@@ -170,10 +190,12 @@ def decode_utterance(
     raw_text = decode_ids([s.token_id for s in raw_spans])
 
     rich = set(vocab.rich_ids()) | {vocab.blank_id}
+    text_spans = biased_spans(frames, vocab.blank_id, graph) if graph else None
+    if text_spans is None:
+        text_ids, text_logp = frames.best_ids[QUERY_FRAMES:], frames.best_logp[QUERY_FRAMES:]
+        text_spans = collapse_ctc(text_ids, text_logp, vocab.blank_id)
     speech_spans = [
-        s
-        for s in collapse_ctc(frames.best_ids[QUERY_FRAMES:], frames.best_logp[QUERY_FRAMES:], vocab.blank_id)
-        if s.token_id not in rich and not id_to_piece(s.token_id).startswith("<|")
+        s for s in text_spans if s.token_id not in rich and not id_to_piece(s.token_id).startswith("<|")
     ]
     text = strip_rich_tags(decode_ids([s.token_id for s in speech_spans]))
     confidence = utterance_confidence(speech_spans, frames.blank_logp[QUERY_FRAMES:])
@@ -201,4 +223,5 @@ def decode_utterance(
         duration_ms=duration_ms,
         raw_text=raw_text,
         words=words,
+        keyterms_matched=None if graph is None else graph.matches([s.token_id for s in speech_spans]),
     )

@@ -10,6 +10,10 @@ The encoder pass runs on torch or on ONNX Runtime (``passes.py``); with backend 
 the CPU the engine may switch from torch to ONNX while serving (``switching.py``). ONNX
 exports are cached per model revision, a digest of the model's files (``revision.py``).
 
+Requests with keyterms also get their text frames' top-k tokens from the same pass (only their
+rows), and ``scores.decode_utterance`` decodes their text by a beam search biased towards the
+keyterms (``keyterms.py``); requests without keyterms take the greedy path exactly as before.
+
 Concurrency: ``transcribe`` may run in several threads at once (the server's model workers,
 see ``threads.py``); it keeps no per-call state on the engine or its frontend, and reads the
 encoder pass once per call (see ``switching.py`` for what a switch does meanwhile).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +31,10 @@ import numpy as np
 import torch
 
 from emostt.errors import ModelLoadError, OutOfMemoryError
+from emostt.inference.beam_search import TOP_K
 from emostt.inference.engine import ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.features import Features
+from emostt.inference.keyterms import KeytermGraphs
 from emostt.inference.loading import (
     auto_backend,
     build_with_timeout,
@@ -111,6 +118,7 @@ class SenseVoiceEngine:
         )
         self._rich_ids = self.vocab.rich_ids()
         self._rich_index = torch.tensor(self._rich_ids, dtype=torch.long, device=self._device)
+        self.keyterm_graphs = KeytermGraphs(sp, self.vocab.blank_id)
         info = ModelInfo(
             name=source.spec,
             revision=revision[:SHORT_REVISION],
@@ -252,20 +260,44 @@ class SenseVoiceEngine:
         try:
             with torch.inference_mode():
                 logits, lens = self._logits(requests)
-                lse = torch.logsumexp(logits, dim=-1)
-                best_logit, best_ids = logits.max(dim=-1)
-                best_logp = best_logit - lse
-                blank_logp = logits[..., self.vocab.blank_id] - lse
-                query_logp = logits[:, :QUERY_FRAMES].index_select(-1, self._rich_index)
-                query_logp = query_logp - lse[:, :QUERY_FRAMES, None]
-                host = [t.cpu().numpy() for t in (best_ids, best_logp, blank_logp, query_logp, lens)]
+                return self.results_from_logits(requests, logits, lens)
         except torch.OutOfMemoryError as exc:
             raise OutOfMemoryError(f"out of memory on a batch of {len(requests)}") from exc
+
+    def results_from_logits(
+        self, requests: Sequence[TranscriptionRequest], logits: torch.Tensor, lens: torch.Tensor
+    ) -> list[TranscriptionResult]:
+        """What ``transcribe`` does after the encoder pass: CTC logits (B, T+4, V) and valid
+        lengths to results (greedy, or biased decoding for requests with keyterms)."""
+        lse = torch.logsumexp(logits, dim=-1)
+        best_logit, best_ids = logits.max(dim=-1)
+        best_logp = best_logit - lse
+        blank_logp = logits[..., self.vocab.blank_id] - lse
+        query_logp = logits[:, :QUERY_FRAMES].index_select(-1, self._rich_index)
+        query_logp = query_logp - lse[:, :QUERY_FRAMES, None]
+        host = [t.cpu().numpy() for t in (best_ids, best_logp, blank_logp, query_logp, lens)]
+        keyed = {i: row for row, i in enumerate(i for i, r in enumerate(requests) if r.keyterms)}
+        top = self._text_top(logits, lse, list(keyed)) if keyed else None
         ids, best, blank, query, out_lens = host
         sp = self._tokenizer.sp
         results = []
         for i, req in enumerate(requests):
             n = int(out_lens[i])
             frames = CtcFrames(ids[i, :n], best[i, :n], blank[i, :n], query[i], self._rich_ids)
-            results.append(decode_utterance(frames, self.vocab, req, sp.decode_ids, sp.id_to_piece))
+            graph = None
+            if top is not None and i in keyed:
+                text_top = (top[0][keyed[i], : n - QUERY_FRAMES], top[1][keyed[i], : n - QUERY_FRAMES])
+                frames = replace(frames, text_top=text_top)
+                graph = self.keyterm_graphs.graph(req.keyterms)
+            results.append(decode_utterance(frames, self.vocab, req, sp.decode_ids, sp.id_to_piece, graph))
         return results
+
+    def _text_top(
+        self, logits: torch.Tensor, lse: torch.Tensor, rows: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k token ids and log-probs of the text frames of ``rows`` only, on the host."""
+        index = torch.tensor(rows, dtype=torch.long, device=logits.device)
+        text = logits.index_select(0, index)[:, QUERY_FRAMES:]
+        top_logit, top_ids = text.topk(min(TOP_K, text.shape[-1]), dim=-1)
+        top_logp = top_logit - lse.index_select(0, index)[:, QUERY_FRAMES:, None]
+        return top_ids.cpu().numpy(), top_logp.cpu().numpy()

@@ -82,7 +82,7 @@ class Session:
         self._vad_stream = VadStream()
         self._segmenter = Segmenter(endpointing(self.config))
         self._semantic = (
-            None if turns is None else SemanticTurns(turns, self._segmenter, self._emit, self._turn_end)
+            None if turns is None else SemanticTurns(turns, self._segmenter, self._emit, self._endpoint)
         )
         self._framer = Framer(config.sample_rate, config.encoding)
         self._audio_received = False
@@ -354,11 +354,6 @@ class Session:
                 utt, outcome, event.end_frame, event.reason.value, time.perf_counter(), previous
             )
         )
-
-    async def _turn_end(self, event: SpeechEnded, utt: Utterance) -> None:
-        """The turn model ended ``utt``'s turn in its pause (SemanticTurns)."""
-        if utt is self._utterance:
-            await self._endpoint(event)
 
     async def _deliver_final(
         self,

@@ -76,7 +76,7 @@ class SemanticTurns:
         turns: TurnBatcher,
         segmenter: Segmenter,
         emit: Callable[[events.Event], Awaitable[None]],
-        end_turn: Callable[[SpeechEnded, Utterance], Awaitable[None]],
+        end_turn: Callable[[SpeechEnded], Awaitable[None]],
     ) -> None:
         self._turns = turns
         self._segmenter = segmenter
@@ -128,7 +128,7 @@ class SemanticTurns:
         if confidence >= limits.threshold:
             for event in self._segmenter.end_turn():
                 assert isinstance(event, SpeechEnded)
-                await self._end_turn(event, utt)
+                await self._end_turn(event)  # the session's endpoint: utt is still its open one
         elif confidence >= limits.eager_threshold and not state.eager_sent:
             text = await _speculative_text(utt)
             if text is not None and self._still_in(utt, state, pause):

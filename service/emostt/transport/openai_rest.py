@@ -243,7 +243,7 @@ async def create_transcription(request: Request) -> Response:
         return response
     except OpenAIError as err:
         job.finish(err.outcome, err.status)
-        return err.response(close=not body_read)
+        return err.response(close=not (body_read or await _drained(request, err)))
     except EmosttError as exc:
         mapped = from_emostt_error(exc)
         job.fields["error"] = exc.code
@@ -255,6 +255,33 @@ async def create_transcription(request: Request) -> Response:
     finally:
         if held:
             slots.release()
+
+
+# A request refused before its body was read: a small body is read (and dropped) first, so a
+# client that sends its whole request before it reads the answer (aiohttp, httpx) gets the answer
+# rather than a reset connection. A larger or slower body is not worth it: the answer closes the
+# connection instead (a slow upload must not hold the server).
+LINGER_BYTES = 1024 * 1024
+LINGER_S = 2.0
+BODY_REFUSALS = frozenset(
+    {"too_many_uploads", "upload_too_slow", "upload_timeout", "string_above_max_length"}
+)
+
+
+async def _drained(request: Request, err: OpenAIError) -> bool:
+    """Whether the rest of a small request body has been read and dropped. Never for a refusal
+    about bodies themselves (too many being read, too large, too slow): reading them is what
+    those refusals avoid."""
+    length = request.headers.get("content-length", "")
+    if err.status == 413 or err.code in BODY_REFUSALS or not length.isdigit() or int(length) > LINGER_BYTES:
+        return False
+    try:
+        async with asyncio.timeout(LINGER_S):
+            async for _ in request.stream():
+                pass
+    except (TimeoutError, ClientDisconnect, RuntimeError):  # RuntimeError: the form reader began it
+        return False
+    return True
 
 
 def _params(form: FormData, default_language: str) -> TranscriptionParams:

@@ -7,9 +7,11 @@ const form = /** @type {HTMLFormElement} */ ($("controls"));
 const deviceInput = /** @type {HTMLInputElement} */ ($("device"));
 const tokenInput = /** @type {HTMLInputElement} */ ($("token"));
 const resampleInput = /** @type {HTMLInputElement} */ ($("resample"));
+const semanticInput = /** @type {HTMLInputElement} */ ($("semantic"));
 const toggle = /** @type {HTMLButtonElement} */ ($("toggle"));
 const statusLine = $("status");
 const partialLine = $("partial");
+const turnNote = $("turn-note");
 const finalsList = $("finals");
 const finalsEmpty = $("finals-empty");
 const moodLabel = $("mood-label");
@@ -22,11 +24,12 @@ const MAX_FINALS = 200;
 const MAX_MOOD_COLUMNS = 40;
 const SCORE_BARS = 3;
 
-// Defaults from the address (?device=…&resample=1) or the last device id used here. The token is
-// never stored.
+// Defaults from the address (?device=…&resample=1&turns=semantic) or the last device id used
+// here. The token is never stored.
 const params = new URLSearchParams(location.search);
 deviceInput.value = params.get("device") ?? localStorage.getItem("emostt.device") ?? deviceInput.value;
 resampleInput.checked = params.get("resample") === "1";
+semanticInput.checked = params.get("turns") === "semantic";
 
 /** @type {EmosttClient | null} */
 let client = null;
@@ -39,7 +42,7 @@ function setStatus(/** @type {string} */ text, /** @type {"" | "ok" | "warn" | "
 function setRunning(/** @type {boolean} */ running) {
   toggle.textContent = running ? "Stop" : "Start";
   toggle.dataset.running = String(running); // the label says it: no aria-pressed on a renamed button
-  for (const input of [deviceInput, tokenInput, resampleInput]) input.disabled = running;
+  for (const input of [deviceInput, tokenInput, resampleInput, semanticInput]) input.disabled = running;
 }
 
 const percent = (/** @type {number} */ p) => `${Math.round(p * 100)} %`;
@@ -69,6 +72,10 @@ function addFinal(final) {
     `confidence ${final.confidence.toFixed(2)}`;
   /** @type {HTMLElement} */ (item.querySelector(".latency")).textContent =
     `latency ${Math.round(final.latency_ms)} ms`;
+  // Semantic turns: the final ends the turn, with the turn model's confidence that it is over.
+  if (final.end_of_turn_confidence != null)
+    /** @type {HTMLElement} */ (item.querySelector(".turn")).textContent =
+      `⏎ turn end (${final.end_of_turn_confidence.toFixed(2)})`;
   if (final.gated) {
     item.classList.add("is-gated");
     /** @type {HTMLElement} */ (item.querySelector(".gated")).textContent =
@@ -159,8 +166,14 @@ function newClient() {
   );
   c.on("speech_started", () => speaking("…"));
   c.on("partial", (partial) => speaking(partial.text || "…"));
+  // An eager end of turn: the turn may be over (an agent could start its answer); it may resume.
+  c.on("eager_end_of_turn", (eager) => {
+    turnNote.textContent = `⏎? eager turn end (${eager.confidence.toFixed(2)})`;
+  });
+  c.on("turn_resumed", () => (turnNote.textContent = "↻ turn resumed"));
   c.on("final", (final) => {
     speaking("…");
+    turnNote.textContent = "";
     addFinal(final);
   });
   c.on("emotion_changed", (change) => {
@@ -198,6 +211,7 @@ async function start() {
       deviceId: deviceInput.value,
       token: tokenInput.value.trim() || undefined,
       resample: resampleInput.checked,
+      turnDetection: semanticInput.checked ? { type: "semantic", eagerness: "auto" } : undefined,
     });
   } catch (err) {
     // The error or closed event already said why.

@@ -46,8 +46,12 @@ export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 1012, 1013
  * @typedef {ServerEvent & {utterance_id: string, text: string, confidence: number,
  *   language: Scored, emotion: Scored, event: Scored, gated: boolean, gate_reasons: string[],
  *   degraded: boolean, end_reason: string, duration_ms: number, audio_start_ms: number,
- *   audio_end_ms: number, latency_ms: number, mood?: Scored,
+ *   audio_end_ms: number, latency_ms: number, mood?: Scored, end_of_turn_confidence?: number | null,
  *   words?: {word: string, start_ms: number, end_ms: number, confidence: number}[]}} FinalEvent
+ * @typedef {ServerEvent & {utterance_id: string, text: string, confidence: number}} EagerEndOfTurnEvent
+ *   Semantic turns (`turnDetection`): `confidence` (and a final's `end_of_turn_confidence`) is
+ *   the turn model's P(turn complete); the turn may be over: `turn_resumed` or the final follows.
+ * @typedef {ServerEvent & {utterance_id: string}} TurnResumedEvent
  * @typedef {ServerEvent & {from: string, to: string, utterance_id: string,
  *   scores: Record<string, number>}} EmotionChangedEvent
  * @typedef {{type: "error", code: string, message: string, retryable: boolean,
@@ -59,6 +63,7 @@ export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 1012, 1013
  *
  * @typedef {{ready: ReadyEvent, config: ServerEvent, speech_started: SpeechStartedEvent,
  *   partial: PartialEvent, final: FinalEvent, emotion_changed: EmotionChangedEvent,
+ *   eager_end_of_turn: EagerEndOfTurnEvent, turn_resumed: TurnResumedEvent,
  *   error: EmosttErrorEvent, reconnecting: ReconnectingEvent, closed: ClosedEvent}} EmosttEventMap
  *   Event type → `detail` of the CustomEvent dispatched for it.
  */
@@ -70,24 +75,19 @@ export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 1012, 1013
  * @property {string} [token] sent as the `bearer.<token>` subprotocol
  * @property {number} [sampleRate] of the audio you send (default 16000)
  * @property {object} [config] a session `config` message sent on each connection (see protocol)
+ * @property {{type: "silence" | "semantic", eagerness?: string}} [turnDetection] its `turn_detection`
  * @property {number} [maxAttempts] reconnection attempts after each drop (default 6; 0: never)
  */
 
 /**
- * @typedef {ConnectOptions & {
- *   resample?: boolean, chunkMs?: number, workletUrl?: string | URL,
+ * @typedef {ConnectOptions & {resample?: boolean, chunkMs?: number, workletUrl?: string | URL,
  *   audio?: MediaTrackConstraints}} StartOptions
  *   `resample`: always send 16 kHz (less bandwidth); `chunkMs`: audio per message (default 100);
  *   `audio`: getUserMedia constraints (default: echo cancellation on, no noise suppression or
  *   automatic gain, which change what the emotion model hears).
  */
 
-const DEFAULT_AUDIO = {
-  channelCount: 1,
-  echoCancellation: true,
-  noiseSuppression: false,
-  autoGainControl: false,
-};
+const DEFAULT_AUDIO = { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false };
 
 export class EmosttClient extends EventTarget {
   /** @type {WebSocket | null} */ #ws = null;
@@ -182,7 +182,8 @@ export class EmosttClient extends EventTarget {
       const id = JSON.stringify(options.deviceId);
       return Promise.reject(new Error(`invalid deviceId ${id}: ${DEVICE_ID_RULE}`));
     }
-    this.#options = options;
+    const turns = options.turnDetection && { turn_detection: options.turnDetection }; // into each config
+    this.#options = turns ? { ...options, config: { ...options.config, ...turns } } : options;
     this.#stopping = false;
     this.#attempt = 0;
     return new Promise((resolve, reject) => {

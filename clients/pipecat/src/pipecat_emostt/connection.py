@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from emostt_client.protocol import (
+    TURN_MODEL_UNAVAILABLE,
     ConfigUpdated,
     Error,
     Ready,
@@ -43,9 +44,11 @@ class EmosttConnection(EmosttEventFrames):
         handshake_timeout: float,
         finals_timeout: float,
         reconnect_attempts: int,
+        turn_detection: dict[str, Any] | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._turn_detection = turn_detection
         self._base_url = url
         self._token = token
         self._handshake_timeout = handshake_timeout
@@ -125,7 +128,9 @@ class EmosttConnection(EmosttEventFrames):
                 if isinstance(event, ConfigUpdated):
                     self._effective_config = dict(event.config)
                     return
-                if isinstance(event, Error):
+                if isinstance(event, Error) and event.code == TURN_MODEL_UNAVAILABLE:
+                    await self._handle_event(event)  # not a refusal: silence turns go on
+                elif isinstance(event, Error):
                     # invalid_config: the session would go on without our config; every
                     # reconnect would be refused the same way. A refusal, and permanent.
                     raise EmosttRefusedError({**event.raw, "retryable": False}, None)
@@ -214,7 +219,7 @@ class EmosttConnection(EmosttEventFrames):
                 logger.warning(f"{self}: no close from the server within {self._finals_timeout}s")
 
     def _session_config(self) -> dict[str, Any]:
-        return session_config(self._settings, self._language_code())
+        return session_config(self._settings, self._language_code(), self._turn_detection)
 
     def _is_open(self) -> bool:
         return self._websocket is not None and self._ready is not None and self._websocket.state is State.OPEN

@@ -28,6 +28,8 @@ _CATEGORIES: Final = {
     "inference_failed": ErrorCategory.SERVER,
     "out_of_memory": ErrorCategory.SERVER,
     "vad_failed": ErrorCategory.SERVER,
+    # semantic turns asked of a server without a turn model: the session goes on with silence turns
+    "turn_model_unavailable": ErrorCategory.SERVER,
 }
 
 

@@ -1,6 +1,12 @@
 """emostt's events as Pipecat frames: the layer of ``EmosttSTTService`` that turns each typed
 server event (the protocol core's, ``emostt_client.protocol``) into transcription, turn and
-emotion frames, and emostt's errors into error frames."""
+emotion frames, and emostt's errors into error frames.
+
+Semantic turns (``turn_detection``), as Pipecat's Deepgram Flux service does them, through its
+``EagerEndOfTurnSTTServiceMixin``: ``eager_end_of_turn`` -> ``EagerTranscriptionFrame`` (with
+``enable_eager_end_of_turn``), ``turn_resumed`` -> ``EagerEndOfTurnCancelFrame``, and the final ->
+``TranscriptionFrame`` (finalized) then ``ProposedUserStoppedSpeakingFrame``, which the user
+aggregator's turn strategies resolve into ``UserStoppedSpeakingFrame``."""
 
 from __future__ import annotations
 
@@ -9,12 +15,14 @@ from typing import Any
 from emostt_client.protocol import (
     CLOSING_ERROR_CODES,
     ConfigUpdated,
+    EagerEndOfTurn,
     EmotionChanged,
     Error,
     Final,
     Partial,
     ServerEvent,
     SpeechStarted,
+    TurnResumed,
 )
 from loguru import logger
 from pipecat.frames.frames import (
@@ -25,6 +33,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.services.stt_service import WebsocketSTTService
 from pipecat.transcriptions.language import Language
+from pipecat.turns.eager_end_of_turn_mixin import EagerEndOfTurnSTTServiceMixin
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 from pipecat.utils.types import is_given
@@ -37,7 +46,7 @@ from pipecat_emostt.settings import EmosttSTTSettings
 __all__ = ["EmosttEventFrames"]
 
 
-class EmosttEventFrames(WebsocketSTTService):
+class EmosttEventFrames(EagerEndOfTurnSTTServiceMixin, WebsocketSTTService):
     """Turns the events of the open session into frames; ``EmosttConnection`` feeds them in."""
 
     _settings: EmosttSTTSettings
@@ -57,12 +66,19 @@ class EmosttEventFrames(WebsocketSTTService):
         self._turn_open = False
         self._register_event_handler("on_final")
         self._register_event_handler("on_emotion_changed")
+        self._register_event_handler("on_eager_end_of_turn")
+        self._register_event_handler("on_turn_resumed")
 
     async def _handle_event(self, event: ServerEvent) -> None:
         if isinstance(event, SpeechStarted):
             await self._on_speech_started(event)
         elif isinstance(event, Partial):
             await self._on_partial(event)
+        elif isinstance(event, EagerEndOfTurn):
+            await self._on_eager_end_of_turn(event)
+        elif isinstance(event, TurnResumed):
+            await self._call_event_handler("on_turn_resumed", dict(event.raw))
+            await self._cancel_eager_end_of_turn()
         elif isinstance(event, Final):
             await self._on_final(event)
         elif isinstance(event, EmotionChanged):
@@ -92,8 +108,18 @@ class EmosttEventFrames(WebsocketSTTService):
                 )
             )
 
+    async def _on_eager_end_of_turn(self, event: EagerEndOfTurn) -> None:
+        result = dict(event.raw)  # its confidence: P(turn complete) from emostt's turn model
+        await self._call_event_handler("on_eager_end_of_turn", result)
+        if event.text.strip() and not self._vad_force_turn_endpoint:
+            language = self._language_hint()
+            await self._push_eager_end_of_turn(
+                event.text, user_id=self._device_id, language=language, result=result
+            )
+
     async def _on_final(self, event: Final) -> None:
         self._open_utterances.discard(event.utterance_id)
+        self._clear_eager_end_of_turn()  # the turn is committed: the final's text settles it
         result = dict(event.raw)
         await self._call_event_handler("on_final", result)
         language = LANGUAGES.get(event.language.label)
@@ -159,6 +185,7 @@ class EmosttEventFrames(WebsocketSTTService):
         if self._open_utterances:
             logger.warning(f"{self}: connection lost before the final of {sorted(self._open_utterances)}")
             self._open_utterances.clear()
+        await self._cancel_eager_end_of_turn()  # no final will confirm it
         await self._maybe_end_turn()
 
     @traced_stt

@@ -59,14 +59,19 @@ _CONFIG_FIELDS: Final = (
 )
 
 
-def session_config(settings: EmosttSTTSettings, language: str) -> dict[str, Any]:
-    """The ``config`` message's fields for ``settings``, with ``language`` as the hint."""
+def session_config(
+    settings: EmosttSTTSettings, language: str, turn_detection: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``config`` message's fields for ``settings``, with ``language`` as the hint and the
+    service's ``turn_detection`` (None: the server's default)."""
     config: dict[str, Any] = {"language": language}
     for name in _CONFIG_FIELDS:
         value = getattr(settings, name)
         if is_given(value) and value is not None:
             config[name] = value
     config.update(settings.extra)
+    if turn_detection is not None:
+        config["turn_detection"] = turn_detection
     # Every utterance must end in a final (or an error), or an emostt-mode turn would never
     # close: gated finals are always sent, and ``emit_gated_finals`` decides what is pushed.
     config["gating"] = {**(config.get("gating") or {}), "drop_gated": False}

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
-from emostt_client.protocol import RETRYABLE_CLOSE_CODES, build_url
+from emostt_client.protocol import (
+    RETRYABLE_CLOSE_CODES,
+    TurnDetectionLike,
+    build_url,
+    is_semantic,
+    turn_detection_config,
+)
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
@@ -24,7 +30,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSet
 from pipecat.services.settings import STTSettings
 from pipecat.services.stt_latency import DEFAULT_TTFS_P99
 from pipecat.transcriptions.language import Language
-from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies
+from pipecat.turns.user_stop import EagerMatchPolicy
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -61,15 +67,24 @@ class EmosttSTTService(EmosttConnection):
 
     Turn detection (``vad_force_turn_endpoint``), as in Pipecat's Soniox and AssemblyAI services:
 
-    - ``True`` (default, Pipecat mode): Pipecat's VAD and turn strategies own the turn. A
-      ``VADUserStoppedSpeakingFrame`` sends ``{"type": "finalize"}``, so the utterance's final
-      (marked ``finalized``) follows at once instead of after emostt's own end-of-speech
-      silence. emostt's VAD still cuts utterances at its silences; no turn frames come from here.
+    - ``True`` (Pipecat mode, the default without semantic turns): Pipecat's VAD and turn
+      strategies own the turn. A ``VADUserStoppedSpeakingFrame`` sends ``{"type": "finalize"}``,
+      so the utterance's final (marked ``finalized``) follows at once instead of after emostt's
+      own end-of-speech silence. emostt's VAD still cuts utterances at its silences; no turn
+      frames come from here.
     - ``False`` (emostt mode): emostt's VAD owns the turn. ``speech_started`` proposes a turn
       start (``ProposedUserStartedSpeakingFrame``) and each final, after its
       ``TranscriptionFrame``, a turn stop; the service recommends
       ``ExternalUserTurnStrategies`` to the user aggregator. Use no local VAD-based turn
       strategy alongside it.
+
+    Semantic turns (``turn_detection={"type": "semantic", "eagerness": "auto"}``): emostt's turn
+    model owns the turn (emostt mode, the default then): a final comes at the end of the turn,
+    not at a pause within it, with ``result["end_of_turn_confidence"]``. With
+    ``enable_eager_end_of_turn=True``, an ``eager_end_of_turn`` is an ``EagerTranscriptionFrame``
+    (``result["confidence"]``) and ``turn_resumed`` an ``EagerEndOfTurnCancelFrame``, and the
+    service recommends Pipecat's ``EagerUserTurnStrategies``: a reply is generated on the eager
+    end of turn and kept if the final confirms it, as with Deepgram Flux.
 
     Errors and reconnection: a refused handshake or a close with 1008 (bad token, device id or
     config, rate limits) is reported as a permanent ``ErrorFrame`` (its ``category``:
@@ -82,8 +97,9 @@ class EmosttSTTService(EmosttConnection):
     core's exception for a stream that outlives sessions (``emostt_client.protocol``).
 
     Event handlers (besides the base's ``on_connected``, ``on_disconnected``,
-    ``on_connection_error``): ``on_final(service, event)`` for every final, gated or not, and
-    ``on_emotion_changed(service, event)``.
+    ``on_connection_error``): ``on_final(service, event)`` for every final, gated or not,
+    ``on_emotion_changed(service, event)``, ``on_eager_end_of_turn(service, event)`` and
+    ``on_turn_resumed(service, event)``.
     """
 
     Settings = EmosttSTTSettings
@@ -96,8 +112,11 @@ class EmosttSTTService(EmosttConnection):
         device_id: str,
         token: str | None = None,
         sample_rate: int | None = None,
-        vad_force_turn_endpoint: bool = True,
+        vad_force_turn_endpoint: bool | None = None,
         should_interrupt: bool = True,
+        turn_detection: TurnDetectionLike | None = None,
+        enable_eager_end_of_turn: bool = False,
+        eager_match_policy: EagerMatchPolicy | None = None,
         emit_gated_finals: bool = False,
         handshake_timeout: float = 10.0,
         finals_timeout: float = 5.0,
@@ -118,9 +137,19 @@ class EmosttSTTService(EmosttConnection):
             token: Sent as ``Authorization: Bearer``; ``None`` for an open server.
             sample_rate: Input rate (8000, 16000, 22050, 24000, 32000, 44100 or 48000; the
                 server resamples); default: the pipeline's ``audio_in_sample_rate``.
-            vad_force_turn_endpoint: Who owns the turn (see the class docstring).
+            vad_force_turn_endpoint: Who owns the turn (see the class docstring). Default:
+                Pipecat (``True``), or emostt (``False``) with semantic ``turn_detection``, which
+                ``True`` contradicts (Pipecat's VAD would end turns at every pause).
             should_interrupt: In emostt mode (``vad_force_turn_endpoint=False``), whether the
                 recommended turn strategies interrupt the bot when speech starts.
+            turn_detection: The session's ``turn_detection``: ``None`` (the server's default,
+                silence), ``{"type": "semantic", "eagerness": "low|medium|high|auto", ...}`` or
+                an ``emostt_client.TurnDetection``.
+            enable_eager_end_of_turn: With semantic turns, push each ``eager_end_of_turn`` as
+                an ``EagerTranscriptionFrame`` and recommend ``EagerUserTurnStrategies``
+                (off by default, as in Pipecat: each one costs an LLM inference).
+            eager_match_policy: Pipecat's policy for keeping a reply generated on an eager end
+                of turn when the final comes (default: ``NormalizedMatch``).
             emit_gated_finals: Push finals the server marked ``gated`` (low confidence,
                 no speech, laughter… see the session's ``gating``) as ``TranscriptionFrame``
                 too, when they have text. Default: only ``on_final`` sees them.
@@ -155,6 +184,13 @@ class EmosttSTTService(EmosttConnection):
             default_settings.apply_update(settings)
 
         build_url(url, device_id, 16000)  # a bad URL or device id fails here, not at the first connect
+        turns = turn_detection_config(turn_detection) if turn_detection is not None else None
+        semantic = is_semantic(turns)
+        if vad_force_turn_endpoint and semantic:
+            raise ValueError("semantic turn_detection: emostt owns the turn (vad_force_turn_endpoint=False)")
+        if enable_eager_end_of_turn and not semantic:
+            raise ValueError("enable_eager_end_of_turn needs turn_detection of type semantic")
+        pipecat_owns_turn = not semantic if vad_force_turn_endpoint is None else vad_force_turn_endpoint
         super().__init__(
             url=url,
             token=token,
@@ -162,7 +198,10 @@ class EmosttSTTService(EmosttConnection):
             finals_timeout=finals_timeout,
             reconnect_attempts=reconnect_attempts,
             device_id=device_id,
-            vad_force_turn_endpoint=vad_force_turn_endpoint,
+            vad_force_turn_endpoint=pipecat_owns_turn,
+            turn_detection=turns,
+            enable_eager_end_of_turn=enable_eager_end_of_turn,
+            eager_match_policy=eager_match_policy,
             emit_gated_finals=emit_gated_finals,
             sample_rate=sample_rate,
             ttfs_p99_latency=ttfs_p99_latency,
@@ -200,10 +239,11 @@ class EmosttSTTService(EmosttConnection):
         return self._vad_force_turn_endpoint
 
     def service_metadata_frame(self) -> STTMetadataFrame:
-        """In emostt mode, recommend the external turn strategies that resolve our proposals."""
+        """In emostt mode, recommend the turn strategies that resolve our proposals: Pipecat's
+        external ones, or its eager ones with ``enable_eager_end_of_turn``."""
         frame = super().service_metadata_frame()
         if not self._vad_force_turn_endpoint:
-            frame.user_turn_strategies = ExternalUserTurnStrategies(
+            frame.user_turn_strategies = self.recommended_user_turn_strategies(
                 enable_interruptions=self._should_interrupt
             )
         return frame

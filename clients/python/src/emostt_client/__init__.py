@@ -21,6 +21,7 @@ from emostt_client.errors import (
 )
 from emostt_client.events import (
     ConfigUpdated,
+    EagerEndOfTurn,
     EmotionChanged,
     Error,
     Event,
@@ -32,6 +33,7 @@ from emostt_client.events import (
     ServerEvent,
     SpeechStarted,
     Timings,
+    TurnResumed,
     Unknown,
     Word,
     parse_event,
@@ -39,6 +41,7 @@ from emostt_client.events import (
 )
 from emostt_client.handshake import build_url
 from emostt_client.reconnect import ReconnectPolicy
+from emostt_client.turns import TurnDetection
 
 __version__ = "0.1.0"
 
@@ -48,6 +51,7 @@ __all__ = [
     "AuthError",
     "ConfigUpdated",
     "ConnectionFailedError",
+    "EagerEndOfTurn",
     "EmosttClientError",
     "EmotionChanged",
     "Error",
@@ -66,6 +70,8 @@ __all__ = [
     "Stream",
     "StreamClosedError",
     "Timings",
+    "TurnDetection",
+    "TurnResumed",
     "Unknown",
     "Word",
     "build_url",

@@ -1,8 +1,11 @@
 """emostt-client: stream a file or the microphone to emostt and print the events.
 
     emostt-client file ws://localhost:8000 docs/samples/turn_left.wav [--device robot-1]
-        [--token TOKEN] [--speed 1.0 | --fast] [--json]
-    emostt-client mic ws://localhost:8000 [--device robot-1] [--token TOKEN] [--json]
+        [--token TOKEN] [--speed 1.0 | --fast] [--json] [--turns semantic [--eagerness auto]]
+    emostt-client mic ws://localhost:8000 [--device robot-1] [--token TOKEN] [--json] [--turns ...]
+
+With ``--turns semantic`` the server's turn model ends each turn: a final is followed by
+``[turn end 0.93]`` (the model's confidence), an eager end of turn prints ``[eager end of turn]``.
 
 The token may also come from $EMOSTT_TOKEN (kept out of the process list). Exit status: 0 when
 the session closed normally (1000), 1 when the server or the network ended it otherwise,
@@ -25,15 +28,18 @@ from emostt_client.audio import SUPPORTED_RATES, read_audio
 from emostt_client.client import Stream, connect
 from emostt_client.errors import EmosttClientError, MissingDependencyError
 from emostt_client.events import (
+    EagerEndOfTurn,
     EmotionChanged,
     Error,
     Event,
     Final,
     Partial,
     Reconnected,
+    TurnResumed,
     Unknown,
 )
 from emostt_client.reconnect import ReconnectPolicy
+from emostt_client.turns import EAGERNESS, TURN_TYPES, TurnDetection
 
 MIC_RATE = 16000
 MIC_BLOCK_MS = 100
@@ -43,13 +49,19 @@ def describe(event: Event) -> str:
     """One line per event, as the original stream_file.py printed them."""
     if isinstance(event, Final):
         mood = f" mood={event.mood.label}" if event.mood is not None else ""
+        turn = event.end_of_turn_confidence  # semantic turns: the final ends the turn
         return (
             f"[final {event.utterance_id}] {event.text!r}  emotion={event.emotion.label}{mood}"
             f" language={event.language.label} event={event.event.label}"
             f" confidence={event.confidence:.2f} gated={event.gated} latency={event.timings.latency_ms} ms"
+            + (f"\n[turn end {turn:.2f}]" if turn is not None else "")
         )
     if isinstance(event, Partial):
         return f"[partial {event.utterance_id}] {event.text!r}"
+    if isinstance(event, EagerEndOfTurn):
+        return f"[eager end of turn {event.utterance_id} {event.confidence:.2f}] {event.text!r}"
+    if isinstance(event, TurnResumed):
+        return f"[turn resumed {event.utterance_id}]"
     if isinstance(event, Error):
         return f"[error] {event.code}: {event.message}"
     if isinstance(event, EmotionChanged):
@@ -84,6 +96,12 @@ def _policy(args: argparse.Namespace) -> ReconnectPolicy:
     return ReconnectPolicy(max_attempts=0) if args.no_reconnect else ReconnectPolicy()
 
 
+def _turns(args: argparse.Namespace) -> TurnDetection | None:
+    if args.turns is None:
+        return None
+    return TurnDetection(args.turns, eagerness=args.eagerness if args.turns == "semantic" else None)
+
+
 async def _session(args: argparse.Namespace, stream: Stream, send: Any) -> int:
     """Print events while ``send()`` streams, then close; the exit status."""
     printer = asyncio.create_task(_print_events(stream, args.json))
@@ -104,7 +122,12 @@ async def run_file(args: argparse.Namespace) -> int:
     audio, rate = await asyncio.to_thread(read_audio, args.path)  # fail before connecting
     session_rate = rate if rate in SUPPORTED_RATES else 16000  # others are resampled
     async with connect(
-        args.url, args.device, token=args.token, sample_rate=session_rate, reconnect=_policy(args)
+        args.url,
+        args.device,
+        token=args.token,
+        sample_rate=session_rate,
+        reconnect=_policy(args),
+        turn_detection=_turns(args),
     ) as stream:
 
         async def send() -> None:
@@ -143,7 +166,12 @@ async def run_mic(args: argparse.Namespace) -> int:
     if args.seconds:
         loop.call_later(args.seconds, stop.set)
     async with connect(
-        args.url, args.device, token=args.token, sample_rate=MIC_RATE, reconnect=_policy(args)
+        args.url,
+        args.device,
+        token=args.token,
+        sample_rate=MIC_RATE,
+        reconnect=_policy(args),
+        turn_detection=_turns(args),
     ) as stream:
 
         async def send() -> None:
@@ -184,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--token", default=os.environ.get("EMOSTT_TOKEN"), help="default: $EMOSTT_TOKEN")
         sub.add_argument("--json", action="store_true", help="print each event as JSON")
         sub.add_argument("--no-reconnect", action="store_true", help="fail at once when the connection drops")
+        sub.add_argument("--turns", choices=TURN_TYPES, help="turn detection (default: the server's)")
+        sub.add_argument("--eagerness", choices=EAGERNESS, help="semantic turns: how soon a turn ends")
 
     file = commands.add_parser("file", help="stream an audio file (PCM WAV; other formats need [files])")
     common(file)

@@ -40,7 +40,9 @@ from emostt_client.protocol import (
     Reconnected,
     ServerEvent,
     SpeechStarted,
+    TurnDetectionLike,
     build_url,
+    config_fields,
     merge_config,
     reconnects_after,
 )
@@ -64,6 +66,7 @@ def connect(
     config: Mapping[str, Any] | None = None,
     reconnect: ReconnectPolicy | None = None,
     *,
+    turn_detection: TurnDetectionLike | None = None,
     fast_pacing: Pacing = FAST,
     open_timeout: float = 10.0,
     close_timeout: float = 35.0,
@@ -71,14 +74,16 @@ def connect(
     """A stream to ``url`` as ``device_id``: ``async with connect(...) as stream`` or
     ``stream = await connect(...)``. Opening waits for the server's ``ready`` (retrying per
     ``reconnect``, default ``ReconnectPolicy()``; ``ReconnectPolicy(max_attempts=0)`` never
-    retries) and raises ``AuthError``, ``ServerClosedError`` or ``ConnectionFailedError``."""
+    retries) and raises ``AuthError``, ``ServerClosedError`` or ``ConnectionFailedError``.
+    ``turn_detection``: the config's ``turn_detection`` (a ``TurnDetection`` or a dict)."""
     if sample_rate not in SUPPORTED_RATES:
         raise ValueError(f"sample_rate must be one of {sorted(SUPPORTED_RATES)}")
+    turns = {} if turn_detection is None else {"turn_detection": turn_detection}
     return Stream(
         build_url(url, device_id, sample_rate),
         token=token,
         sample_rate=sample_rate,
-        config=config,
+        config=config_fields({**(config or {}), **turns}),
         policy=reconnect if reconnect is not None else ReconnectPolicy(),
         fast_pacing=fast_pacing,
         open_timeout=open_timeout,
@@ -108,7 +113,7 @@ class Stream:
         self._open_timeout = open_timeout
         self._close_timeout = close_timeout
         self._config: dict[str, Any] = {}
-        merge_config(self._config, config or {})
+        merge_config(self._config, config_fields(config or {}))
         self._initial_rate = sample_rate
         self._ws: ClientConnection | None = None
         self._ready: Ready | None = None
@@ -261,6 +266,7 @@ class Stream:
     async def configure(self, **fields: Any) -> None:
         """Change the session config (docs/protocol.md); the server answers ``ConfigUpdated``
         (or an ``invalid_config`` ``Error``). Remembered and re-sent after a reconnect."""
+        fields = config_fields(fields)
         merge_config(self._config, fields)
         if "sample_rate" in fields and self._clock.audio_s == 0:
             self._clock.rate = int(fields["sample_rate"])

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ConfigUpdated",
+    "EagerEndOfTurn",
     "EmotionChanged",
     "Error",
     "Event",
@@ -25,6 +26,7 @@ __all__ = [
     "ServerEvent",
     "SpeechStarted",
     "Timings",
+    "TurnResumed",
     "Unknown",
     "Word",
     "parse_event",
@@ -110,7 +112,10 @@ class Partial:
 
 @dataclass(frozen=True)
 class Final:
-    """The result of one utterance: exactly one per ``SpeechStarted`` (or one ``Error``)."""
+    """The result of one utterance: exactly one per ``SpeechStarted`` (or one ``Error``).
+
+    ``end_of_turn_confidence``: with semantic turns (``turn_detection``), the turn model's
+    P(turn complete) at the turn's end; None when the model did not run for this utterance."""
 
     utterance_id: str
     text: str
@@ -125,6 +130,31 @@ class Final:
     degraded: bool
     end_reason: str | None
     timings: Timings
+    end_of_turn_confidence: float | None
+    session_id: str
+    seq: int
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EagerEndOfTurn:
+    """The turn may be over (semantic turns): the turn model is fairly sure (``confidence``, its
+    P(turn complete)), not sure enough to end it. An agent may start preparing its answer from
+    ``text``; the utterance stays open: ``TurnResumed`` or its ``Final`` follows."""
+
+    utterance_id: str
+    text: str
+    confidence: float
+    session_id: str
+    seq: int
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class TurnResumed:
+    """Speech came back after an ``EagerEndOfTurn``: the turn goes on (drop what was prepared)."""
+
+    utterance_id: str
     session_id: str
     seq: int
     raw: Mapping[str, Any] = field(repr=False, compare=False)
@@ -176,7 +206,18 @@ class Reconnected:
     lost_utterance_ids: tuple[str, ...]
 
 
-ServerEvent = Ready | ConfigUpdated | SpeechStarted | Partial | Final | EmotionChanged | Error | Unknown
+ServerEvent = (
+    Ready
+    | ConfigUpdated
+    | SpeechStarted
+    | Partial
+    | EagerEndOfTurn
+    | TurnResumed
+    | Final
+    | EmotionChanged
+    | Error
+    | Unknown
+)
 Event = ServerEvent | Reconnected
 
 
@@ -247,10 +288,16 @@ def _parse(kind: str, e: Mapping[str, Any], sid: str, seq: int) -> ServerEvent:
                 _optional_int(e.get("duration_ms")),
                 _optional_float(e.get("latency_ms")),
             ),
+            end_of_turn_confidence=_optional_float(e.get("end_of_turn_confidence")),
             session_id=sid,
             seq=seq,
             raw=raw,
         )
+    if kind == "eager_end_of_turn":
+        utterance, text = str(e["utterance_id"]), str(e["text"])
+        return EagerEndOfTurn(utterance, text, float(e["confidence"]), sid, seq, raw)
+    if kind == "turn_resumed":
+        return TurnResumed(str(e["utterance_id"]), sid, seq, raw)
     if kind == "emotion_changed":
         return EmotionChanged(
             _optional_str(e.get("from")),

@@ -1,6 +1,7 @@
 """The protocol core every emostt client shares (docs/protocol.md): close codes and the one rule
 for reconnecting after them, the device id rule, the endpoint URL, the languages, the sample
-rates, and the typed events (re-exported from ``emostt_client.events``).
+rates, the typed events (re-exported from ``emostt_client.events``) and the turn-detection
+setting (re-exported from ``emostt_client.turns``).
 
 Standard library only, and nothing here opens a connection, so that the SDK, the LiveKit plugin
 (``livekit-plugins-emostt``) and the Pipecat service (``pipecat-emostt``) all import their rules
@@ -35,6 +36,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from emostt_client.events import (
     ConfigUpdated,
+    EagerEndOfTurn,
     EmotionChanged,
     Error,
     Event,
@@ -46,10 +48,19 @@ from emostt_client.events import (
     ServerEvent,
     SpeechStarted,
     Timings,
+    TurnResumed,
     Unknown,
     Word,
     parse_event,
     parse_message,
+)
+from emostt_client.turns import (
+    Eagerness,
+    TurnDetection,
+    TurnDetectionLike,
+    config_fields,
+    is_semantic,
+    turn_detection_config,
 )
 
 __all__ = [
@@ -72,7 +83,10 @@ __all__ = [
     "SAMPLE_RATES",
     "SESSION_LIMIT_ERROR_CODES",
     "SPOKEN_LANGUAGES",
+    "TURN_MODEL_UNAVAILABLE",
     "ConfigUpdated",
+    "EagerEndOfTurn",
+    "Eagerness",
     "EmotionChanged",
     "Error",
     "Event",
@@ -85,15 +99,21 @@ __all__ = [
     "ServerEvent",
     "SpeechStarted",
     "Timings",
+    "TurnDetection",
+    "TurnDetectionLike",
+    "TurnResumed",
     "Unknown",
     "Word",
     "build_url",
     "check_device_id",
+    "config_fields",
     "is_retryable_close",
+    "is_semantic",
     "merge_config",
     "parse_event",
     "parse_message",
     "reconnects_after",
+    "turn_detection_config",
 ]
 
 # -- close codes --------------------------------------------------------------------------------
@@ -150,6 +170,10 @@ CLOSING_ERROR_CODES = SESSION_LIMIT_ERROR_CODES | {
     "shutting_down",
 }
 
+# A session asked for semantic turns (``turn_detection``) on a server without a turn model: not
+# fatal, no ``utterance_id``; the session goes on with silence turns (``{"type": "silence"}``).
+TURN_MODEL_UNAVAILABLE = "turn_model_unavailable"
+
 # -- the device id and the endpoint -------------------------------------------------------------
 
 # The id a session streams as: a URL path segment, an auth-token binding and a Redis Stream key.
@@ -183,7 +207,8 @@ def build_url(url: str, device_id: str, sample_rate: int) -> str:
 
 def merge_config(config: dict[str, Any], fields: Mapping[str, Any]) -> None:
     """Apply a ``config`` message's ``fields`` to ``config`` as the server applies them to a
-    session's config: mappings (``vad``, ``gating``, ``mood``) field by field, the rest replaced."""
+    session's config: mappings (``vad``, ``gating``, ``mood``, ``turn_detection``) field by field,
+    the rest replaced."""
     for key, value in fields.items():
         if isinstance(value, Mapping) and isinstance(config.get(key), dict):
             config[key].update(value)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from emostt_client.protocol import SPOKEN_LANGUAGES
+from emostt_client.protocol import SPOKEN_LANGUAGES, TurnDetectionLike, turn_detection_config
 from livekit.agents import LanguageCode
-from livekit.agents.types import NotGivenOr
+from livekit.agents.types import NOT_GIVEN, NotGiven, NotGivenOr
 from livekit.agents.utils import is_given
 
 from .log import logger
@@ -32,11 +32,13 @@ class STTOptions:
     device_id: str
     max_backlog_s: float | None
     session_config: dict[str, Any] = field(default_factory=dict)
+    turn_detection: dict[str, Any] | None = None  # None: the server's default (silence turns)
 
     def config_message(self) -> dict[str, Any]:
         # a final for every utterance, gated or not, so that END_OF_SPEECH always comes: the
         # plugin's drop_gated does the dropping (server-side defaults may turn drop_gated on)
         gating = {**self.session_config.get("gating", {}), "drop_gated": False}
+        turns = {} if self.turn_detection is None else {"turn_detection": self.turn_detection}
         return {
             **self.session_config,
             "gating": gating,
@@ -46,6 +48,7 @@ class STTOptions:
             "interim_results": self.interim_results,
             "word_timestamps": self.word_timestamps,
             "known_emotion_only": self.known_emotion_only,
+            **turns,
         }
 
 
@@ -67,6 +70,7 @@ def apply_options(
     interim_results: NotGivenOr[bool],
     word_timestamps: NotGivenOr[bool],
     session_config: NotGivenOr[Mapping[str, Any]],
+    turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
 ) -> None:
     """Set on ``opts`` the options given to ``update_options`` (the STT's and a stream's alike)."""
     if is_given(language):
@@ -77,6 +81,8 @@ def apply_options(
         opts.word_timestamps = word_timestamps
     if is_given(session_config):
         opts.session_config = checked_session_config(session_config)
+    if not isinstance(turn_detection, NotGiven):  # is_given() does not narrow this union
+        opts.turn_detection = turn_detection_config(turn_detection)
 
 
 def checked_session_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -87,6 +93,8 @@ def checked_session_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError("session_config['gating'] must be a mapping")
     if config.get("gating", {}).get("drop_gated"):
         raise ValueError("use drop_gated=True rather than session_config gating.drop_gated")
+    if "turn_detection" in config:
+        raise ValueError("use turn_detection= rather than session_config['turn_detection']")
     return config
 
 

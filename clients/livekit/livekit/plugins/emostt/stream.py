@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
-from emostt_client.protocol import Error, Ready, build_url, parse_message
+from emostt_client.protocol import Error, Ready, TurnDetectionLike, build_url, parse_message
 from livekit.agents import (
     APIConnectionError,
     APIConnectOptions,
@@ -62,8 +62,9 @@ class SpeechStream(TranscriptStream):
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
         session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
+        turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
     ) -> None:
-        apply_options(self._opts, language, interim_results, word_timestamps, session_config)
+        apply_options(self._opts, language, interim_results, word_timestamps, session_config, turn_detection)
         ws = self._ws
         if ws is not None and not ws.closed:  # the next connection sends the new config anyway
             task = asyncio.create_task(self._send_json(ws, self._opts.config_message()))

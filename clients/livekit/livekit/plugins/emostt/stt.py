@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import aiohttp
-from emostt_client.protocol import check_device_id
+from emostt_client.protocol import TurnDetectionLike, check_device_id, turn_detection_config
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
     APIConnectionError,
@@ -55,6 +55,7 @@ class STT(stt.STT[STTEvents]):
         drop_gated: bool = False,
         max_backlog_s: float | None = 3.0,
         session_config: Mapping[str, Any] | None = None,
+        turn_detection: TurnDetectionLike | None = None,
         http_session: aiohttp.ClientSession | None = None,
     ) -> None:
         """emostt: streaming speech-to-text with the speaker's emotion, language and audio event.
@@ -89,6 +90,12 @@ class STT(stt.STT[STTEvents]):
                 ``rate_limited`` (1008), and a stale backlog would be transcribed late anyway.
             session_config: more session config sent with the ``config`` message (``vad``,
                 ``gating``, ``mood``, ``partial_interval_ms``; docs/protocol.md).
+            turn_detection: how emostt ends a turn: None for the server's default (silence);
+                ``{"type": "semantic", "eagerness": "auto"}`` (or ``emostt_client.TurnDetection``)
+                for its turn model. Each final is then followed by END_OF_SPEECH at the turn's end
+                (not at a mid-turn pause: use ``turn_detection="stt"`` in the AgentSession), with
+                ``metadata["end_of_turn_confidence"]``, and an eager end of turn is a
+                PREFLIGHT_TRANSCRIPT for LiveKit's preemptive generation.
             http_session: an aiohttp session to use (default: the job's shared one).
         """
         super().__init__(
@@ -129,6 +136,7 @@ class STT(stt.STT[STTEvents]):
             device_id=device_id,
             max_backlog_s=max_backlog_s,
             session_config=checked_session_config(session_config),
+            turn_detection=turn_detection_config(turn_detection) if turn_detection is not None else None,
         )
         self._session = http_session
         self._model_name = "emostt"
@@ -174,15 +182,17 @@ class STT(stt.STT[STTEvents]):
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
         session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
+        turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
     ) -> None:
         """Change options for new streams and, with a ``config`` message, for the open ones."""
-        apply_options(self._opts, language, interim_results, word_timestamps, session_config)
+        apply_options(self._opts, language, interim_results, word_timestamps, session_config, turn_detection)
         for stream in self._streams:
             stream.update_options(
                 language=language,
                 interim_results=interim_results,
                 word_timestamps=word_timestamps,
                 session_config=session_config,
+                turn_detection=turn_detection,
             )
 
     async def _recognize_impl(

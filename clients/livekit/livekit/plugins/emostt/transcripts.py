@@ -1,6 +1,13 @@
 """emostt's results as the framework's speech events: a stream's typed server events (the
 protocol core's, ``emostt_client.protocol``) turned into START_OF_SPEECH .. END_OF_SPEECH spans,
-transcripts, usage and ``emotion_changed``; and a file's ``verbose_json`` as one final."""
+transcripts, usage and ``emotion_changed``; and a file's ``verbose_json`` as one final.
+
+Turns: END_OF_SPEECH follows the final that ends the last open utterance. With semantic turns
+(``turn_detection``) emostt keeps the utterance open across mid-turn pauses, so that is the turn's
+end, as LiveKit's ``turn_detection="stt"`` expects. ``eager_end_of_turn`` is a PREFLIGHT_TRANSCRIPT
+(LiveKit's preemptive generation starts on it); ``turn_resumed`` needs no event of its own: the
+span stays open, and the next INTERIM_TRANSCRIPT, which moves past the preflight's text, is what
+makes LiveKit drop a preemptive reply (``on_preflight_stale``)."""
 
 from __future__ import annotations
 
@@ -10,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 from emostt_client.protocol import (
     CLOSE_POLICY,
     SPOKEN_LANGUAGES,
+    TURN_MODEL_UNAVAILABLE,
+    EagerEndOfTurn,
     EmotionChanged,
     Error,
     Final,
     Partial,
     ServerEvent,
     SpeechStarted,
+    TurnResumed,
     Unknown,
 )
 from livekit.agents import APIConnectOptions, APIStatusError, LanguageCode, stt
@@ -53,6 +63,7 @@ class TranscriptStream(stt.SpeechStream):
         self._open: list[str] = []
         self._language = LanguageCode(opts.language if opts.language != "auto" else "")
         self._unreported_audio_s = 0.0
+        self._last_partial: Partial | None = None  # the times of an eager end of turn's text
 
     def _count_audio(self, seconds: float) -> None:
         self._unreported_audio_s += seconds
@@ -89,7 +100,7 @@ class TranscriptStream(stt.SpeechStream):
             )
         self._open.append(utterance_id)
 
-    def _finish_utterance(self, utterance_id: str) -> None:
+    def _finish_utterance(self, utterance_id: str, audio_end_ms: int | None = None) -> None:
         """Its final or error came: it ends, and so do earlier ones (finals come in utterance order)."""
         if not self._open:
             return
@@ -100,7 +111,15 @@ class TranscriptStream(stt.SpeechStream):
             if u != utterance_id and (number is None or (_utterance_number(u) or 0) > number)
         ]
         if not self._open:
-            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(
+                    type=stt.SpeechEventType.END_OF_SPEECH,
+                    request_id=self._request_id(utterance_id),
+                    speech_end_time=self.start_time + audio_end_ms / 1000
+                    if audio_end_ms is not None
+                    else None,
+                )
+            )
 
     def _end_utterance(self) -> None:
         """The connection ended: whatever was open ends without a final."""
@@ -113,6 +132,10 @@ class TranscriptStream(stt.SpeechStream):
             self._start_utterance(event.utterance_id, event.audio_start_ms)
         elif isinstance(event, Partial):
             self._on_partial(event)
+        elif isinstance(event, EagerEndOfTurn):
+            self._on_eager_end_of_turn(event)
+        elif isinstance(event, TurnResumed):
+            logger.debug("emostt turn resumed", extra={"session_id": self._session_id})
         elif isinstance(event, Final):
             self._on_final(event)
         elif isinstance(event, EmotionChanged):
@@ -132,6 +155,7 @@ class TranscriptStream(stt.SpeechStream):
             logger.debug("unhandled emostt event %s", event.type)
 
     def _on_partial(self, event: Partial) -> None:
+        self._last_partial = event
         current = not self._open or self._open[-1] == event.utterance_id
         if not (self._opts.interim_results and event.text and current):
             return
@@ -151,6 +175,37 @@ class TranscriptStream(stt.SpeechStream):
             )
         )
 
+    def _on_eager_end_of_turn(self, event: EagerEndOfTurn) -> None:
+        """The turn model is fairly sure the turn is over: a PREFLIGHT_TRANSCRIPT of its text."""
+        current = not self._open or self._open[-1] == event.utterance_id
+        if not (event.text and current):
+            return
+        partial = (
+            self._last_partial
+            if self._last_partial and self._last_partial.utterance_id == event.utterance_id
+            else None
+        )
+        self._start_utterance(event.utterance_id, partial.audio_start_ms if partial else None)
+        self._event_ch.send_nowait(
+            stt.SpeechEvent(
+                type=stt.SpeechEventType.PREFLIGHT_TRANSCRIPT,
+                request_id=self._request_id(event.utterance_id),
+                alternatives=[
+                    stt.SpeechData(
+                        language=self._language,
+                        text=event.text,
+                        start_time=partial.audio_start_ms / 1000 + self.start_time_offset if partial else 0.0,
+                        end_time=partial.audio_end_ms / 1000 + self.start_time_offset if partial else 0.0,
+                        metadata={
+                            "end_of_turn_confidence": event.confidence,
+                            "utterance_id": event.utterance_id,
+                            "session_id": event.session_id,
+                        },
+                    )
+                ],
+            )
+        )
+
     def _on_error(self, event: Error) -> None:
         if event.code == "invalid_config":  # only our own config message can cause one
             raise APIStatusError(
@@ -159,6 +214,9 @@ class TranscriptStream(stt.SpeechStream):
                 body=dict(event.raw),
                 retryable=False,
             )
+        if event.code == TURN_MODEL_UNAVAILABLE:  # the session goes on, with silence turns
+            logger.warning("emostt has no turn model: turns end at silences (%s)", event.message)
+            return
         logger.warning(
             "emostt error: %s: %s", event.code, event.message, extra={"session_id": self._session_id}
         )
@@ -183,7 +241,7 @@ class TranscriptStream(stt.SpeechStream):
                 )
             )
         self._report_usage()
-        self._finish_utterance(event.utterance_id)
+        self._finish_utterance(event.utterance_id, event.timings.audio_end_ms)
 
 
 def _speech_data(event: Final, offset: float, fallback: LanguageCode) -> stt.SpeechData:
@@ -218,6 +276,7 @@ _METADATA_FIELDS = (
     "gate_reasons",
     "degraded",
     "end_reason",
+    "end_of_turn_confidence",
     "duration_ms",
     "latency_ms",
     "utterance_id",
