@@ -15,13 +15,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from emostt.observability import metrics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class SupervisedThread:
@@ -80,6 +81,38 @@ class SupervisedThread:
                     return
                 if self._stop.wait(self._backoff_s * 2 ** (len(self._crashes) - 1)):
                     return
+
+
+class RequestWorker(Generic[R]):
+    """One supervised thread answering requests that event-loop callers queue (the VAD's and the
+    turn model's batchers): the queue, its condition and the thread's start and stop. The
+    subclass's ``_loop`` takes ``_pending`` under ``_cond`` and returns once ``_stopping`` is set
+    and nothing is pending."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        self._pending: list[R] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = SupervisedThread(name, kind, self._loop)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No more restarts; what is pending is answered, then the thread ends."""
+        self._thread.stop()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(10)
+
+    @property
+    def failed(self) -> str | None:
+        """Why the thread gave up (liveness fails while set), or None."""
+        return self._thread.failed
 
 
 def resolve_threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], value: T) -> None:

@@ -21,7 +21,6 @@ own loop.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from emostt.errors import EmosttError
 from emostt.inference.smart_turn import SmartTurn
 from emostt.inference.turn_features import WINDOW_SAMPLES, FloatArray
 from emostt.observability import metrics
-from emostt.supervision import SupervisedThread, fail_threadsafe, resolve_threadsafe
+from emostt.supervision import RequestWorker, fail_threadsafe, resolve_threadsafe
 
 # Measured on one core (docs/BENCHMARKS.md, "End-of-turn model"): ~90 ms for one turn, ~70 ms a
 # turn in a batch of 4 or 8. Batches of 4 keep most of that saving while a request that arrives
@@ -63,7 +62,7 @@ class _Request:
     future: asyncio.Future[float]
 
 
-class TurnBatcher:
+class TurnBatcher(RequestWorker[_Request]):
     def __init__(
         self,
         path: Path,
@@ -72,30 +71,12 @@ class TurnBatcher:
         max_pending: int = MAX_PENDING,
         timeout_s: float = TIMEOUT_S,
     ) -> None:
+        super().__init__("emostt-turn", "turn")
         self._model = SmartTurn(path)
         self.path = path
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._timeout_s = timeout_s
-        self._pending: list[_Request] = []
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread = SupervisedThread("emostt-turn", "turn", self._loop)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Answer what is waiting, then end the thread."""
-        self._thread.stop()
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(10)
-
-    @property
-    def failed(self) -> str | None:
-        return self._thread.failed
 
     async def probability(self, audio: FloatArray) -> float:
         """P(turn complete) for a turn's audio (16 kHz mono float32; the last 8 s are used).

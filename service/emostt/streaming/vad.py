@@ -12,7 +12,6 @@ one), so its frames are processed in order; only the VAD thread touches stream s
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ import numpy as np
 from emostt.errors import EmosttError
 from emostt.inference.silero import FloatArray, SileroVad, VadStream
 from emostt.observability import metrics
-from emostt.supervision import SupervisedThread, fail_threadsafe, resolve_threadsafe
+from emostt.supervision import RequestWorker, fail_threadsafe, resolve_threadsafe
 from emostt.vocabulary import VAD_FRAME_SAMPLES
 
 # How long the VAD thread lets requests gather before running them as one batch (see
@@ -43,29 +42,12 @@ class _Request:
     probs: list[float] = field(default_factory=list)
 
 
-class VadBatcher:
+class VadBatcher(RequestWorker[_Request]):
     def __init__(self, max_batch: int = 256, coalesce_s: float = COALESCE_S) -> None:
+        super().__init__("emostt-vad", "vad")
         self._model = SileroVad()
         self._max_batch = max_batch
         self._coalesce_s = coalesce_s
-        self._pending: list[_Request] = []
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread = SupervisedThread("emostt-vad", "vad", self._loop)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._thread.stop()
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(10)
-
-    @property
-    def failed(self) -> str | None:
-        return self._thread.failed
 
     async def speech_probs(self, stream: VadStream, frames: FloatArray, *, timed: bool = True) -> list[float]:
         """Probabilities for consecutive frames of one stream, shape (n, VAD_FRAME_SAMPLES).
