@@ -107,3 +107,12 @@ async def test_openai_realtime_g711_with_the_official_client(
     for key in ("language", "emotion", "event"):
         assert ours.model_extra[key] == theirs.model_extra[key]
     assert np.isclose(sum(ours.model_extra["emotion"]["scores"].values()), 1.0, atol=1e-3)
+
+
+async def test_g711_counts_one_byte_a_sample_against_the_real_time_limit(demo_engine: Engine) -> None:
+    settings = service_settings(session_defaults={}, max_realtime_factor=1.0, burst_audio_s=2.0)
+    with running_server(settings, demo_engine) as srv:
+        three_seconds = bytes([0xFF]) * 8000 * 3  # µ-law silence, sent at once: 3 s of audio
+        transcript = await stream(srv.ws_url(query="encoding=mulaw&sample_rate=8000"), three_seconds)
+    assert [e["code"] for e in transcript.of("error")] == ["rate_limited"]
+    assert transcript.close_code == 1008

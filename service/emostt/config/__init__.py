@@ -287,6 +287,27 @@ class Settings(EngineSettings):
         "are dropped (and counted).",
     )
 
+    # Phone media streams (docs/phone.md).
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        min_length=1,
+        description="Twilio account Auth Token: /twilio/media then takes only connections whose "
+        "X-Twilio-Signature it verifies (others get HTTP 403, counted as bad_signature), and the "
+        "auth_tokens rules do not apply to it. Unset: the auth_tokens rules apply (token parameter).",
+    )
+    twilio_public_url: NonEmpty | None = Field(
+        None,
+        description="The wss:// base URL Twilio connects to (what it signs), e.g. wss://stt.example.com; "
+        "unset: rebuilt from the Host header, wss when X-Forwarded-Proto says https.",
+    )
+
+    @field_validator("twilio_public_url")
+    @classmethod
+    def _check_twilio_public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("wss://", "ws://")):
+            raise ValueError("must be a wss:// URL (scheme and host, and any path prefix a proxy strips)")
+        return value
+
     @field_validator("results_redis_url")
     @classmethod
     def _check_results_redis_url(cls, value: SecretStr | None) -> SecretStr | None:

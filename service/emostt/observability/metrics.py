@@ -17,6 +17,7 @@ from emostt.vocabulary.labels import (
     ERROR_CODES,
     GATE_REASONS,
     MOOD_LABELS,
+    PHONE_CARRIERS,
     REJECTION_REASONS,
     SESSION_END_REASONS,
 )
@@ -141,6 +142,12 @@ FRONTEND_RESTARTS = Counter(
 SESSIONS_CLOSED = Counter(
     "emostt_sessions_closed_total", "Sessions ended, by reason (closed, idle_timeout, ...).", ["reason"]
 )
+PHONE_CALLS = Counter(
+    "emostt_phone_calls_total",
+    "Phone calls whose media stream started its sessions (one per transcribed track), by carrier; "
+    "refused ones are in emostt_rejected_connections_total (bad_signature, unauthorized, ...).",
+    ["carrier"],
+)
 EMOTION_CHANGES = Counter(
     "emostt_emotion_changes_total",
     "emotion_changed events sent (a session's smoothed mood changed label), by the new label.",
@@ -162,6 +169,7 @@ _VOCABULARY: tuple[tuple[Counter | Histogram, str, tuple[str, ...]], ...] = (
     (THREAD_CRASHES, "thread", THREAD_KINDS),
     (SESSIONS_CLOSED, "reason", SESSION_END_REASONS),
     (EMOTION_CHANGES, "to", MOOD_LABELS),
+    (PHONE_CALLS, "carrier", PHONE_CARRIERS),
 )
 
 

@@ -31,6 +31,8 @@ from emostt.streaming.vad import VadBatcher
 from emostt.transport import http, openai_rest, web
 from emostt.transport.openai_realtime import realtime_endpoint
 from emostt.transport.state import AppState
+from emostt.transport.twilio_media import phone_endpoint
+from emostt.transport.twilio_messages import CARRIERS
 from emostt.transport.ws import stt_endpoint
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ def create_app(
     openai_rest.install(app, settings)  # /v1/models, /v1/audio/transcriptions
     app.add_api_websocket_route("/ws/stt/{device_id}", stt_endpoint)
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)  # OpenAI Realtime transcription
+    for carrier in CARRIERS:  # /twilio/media, /telnyx/media, /plivo/media (docs/phone.md)
+        app.add_api_websocket_route(carrier.path, phone_endpoint(carrier))
     web.install(app, settings)  # the browser page at / (settings.web_ui)
     return app
 

@@ -26,7 +26,14 @@ from emostt.streaming import events
 from emostt.streaming.protocol import Audio, Control
 from emostt.streaming.session import Session
 from emostt.transport.connection import CloseSession, Connection, Ending, Inbound, Step
-from emostt.vocabulary import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG
+from emostt.vocabulary import (
+    BYTES_PER_SAMPLE,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_RESTART,
+    CLOSE_TOO_BIG,
+)
 from emostt.vocabulary.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -214,7 +221,8 @@ async def _receive(
         if isinstance(command, Control) and command.kind == "keepalive":
             continue
         if isinstance(command, Audio):
-            audio_s += len(command.pcm) / (2 * session.config.sample_rate)
+            config = session.config
+            audio_s += len(command.pcm) / (BYTES_PER_SAMPLE[config.encoding] * config.sample_rate)
             allowed = settings.burst_audio_s + (time.monotonic() - opened) * settings.max_realtime_factor
             if audio_s > allowed:
                 metrics.count_rejection("rate_limited", CLOSE_POLICY.code)

@@ -94,6 +94,7 @@ BATCH_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 # Why a connection was refused, or an open session closed by a limit (the error code it gets).
 REJECTION_REASONS: tuple[str, ...] = (
     # at the handshake
+    "bad_signature",  # a phone stream without a valid X-Twilio-Signature (docs/phone.md)
     "invalid_device_id",
     "origin_not_allowed",
     "unauthorized",
@@ -121,3 +122,5 @@ SESSION_END_REASONS: tuple[str, ...] = (
     "too_fast",
     "stalled_reader",
 )
+# The phone carriers whose media streams the server takes (transport/twilio_messages.py).
+PHONE_CARRIERS: tuple[str, ...] = ("twilio", "telnyx", "plivo")
