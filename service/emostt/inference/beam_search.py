@@ -25,8 +25,10 @@ Concurrency: plain functions of their arguments; safe from any number of threads
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,17 +37,21 @@ from emostt.inference.context_graph import ContextGraph
 
 NEG_INF = -math.inf
 
-# Chosen on the demo model (docs/BENCHMARKS.md, "Keyterm decoding"): a wider beam or more
-# candidates changed no result there and cost time.
+# Within the usual ranges; on the demo model's held-out clips beam 4 / k 8 and beam 8 / k 16
+# gave the same results (docs/BENCHMARKS.md, "Keyterm decoding").
 BEAM = 6
 TOP_K = 10
+# A token more than this far below its frame's best is not a candidate there: over twice what
+# one keyterm's match keeps (``keyterms.TERM_CAP``), so no bonus could pay for it.
+PRUNE = 10.0
 
 FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 
 # One hypothesis: [best log-prob ending in blank, best ending in the last token, graph state,
-# bonus the prefix holds (completed matches plus the partial match at its state)].
-_Hyp = list[float]
+# bonus the prefix holds (completed matches plus the partial match at its state)]; a list, as
+# the search updates the scores in place.
+_Hyp = list[Any]
 
 
 def _frames(
@@ -74,13 +80,13 @@ def prefix_beam_search(
     blank_id: int,
     graph: ContextGraph,
     beam: int = BEAM,
-    prune: float = 10.0,
+    prune: float = PRUNE,
 ) -> tuple[int, ...]:
     """The best token sequence (CTC-collapsed, blanks dropped) under path log-prob plus the bonus
     it keeps. ``top_ids``/``top_logp``: (T, k); ``blank_logp``: (T,)."""
     if beam < 1:
         raise ValueError("beam must be >= 1")
-    hyps: dict[tuple[int, ...], _Hyp] = {(): [0.0, NEG_INF, float(graph.start), 0.0]}
+    hyps: dict[tuple[int, ...], _Hyp] = {(): [0.0, NEG_INF, graph.start, 0.0]}
     pending = 0.0  # blank log-prob of the frames folded since the last expansion
     for blank, cands in _frames(top_ids, top_logp, blank_logp, blank_id, prune):
         if not cands:
@@ -94,7 +100,7 @@ def prefix_beam_search(
     final: list[tuple[float, float, tuple[int, ...]]] = []
     for prefix, (pb, pnb, state, bonus) in hyps.items():
         path = max(pb, pnb) + pending
-        final.append((path + bonus + graph.finalize(int(state)), path, prefix))
+        final.append((path + bonus + graph.finalize(state), path, prefix))
     # On a tie the better path (greedy's, with no bonus in play) wins.
     return max(final)[2]
 
@@ -127,16 +133,17 @@ def _expand(
             longer = (*prefix, token)
             hyp = new.get(longer)
             if hyp is None:
-                next_state, delta = graph.forward(int(state), token)
-                new[longer] = [NEG_INF, score, float(next_state), bonus + delta]
+                next_state, delta = graph.forward(state, token)
+                new[longer] = [NEG_INF, score, next_state, bonus + delta]
             elif score > hyp[1]:
                 hyp[1] = score
     if len(new) <= beam:
         return new
-    ranked = sorted(new.items(), key=lambda item: max(item[1][0], item[1][1]) + item[1][3], reverse=True)
-    kept = dict(ranked[:beam])
-    greedy = max(ranked, key=lambda item: max(item[1][0], item[1][1]))
-    kept.setdefault(greedy[0], greedy[1])
+    paths = {prefix: (h[0] if h[0] > h[1] else h[1]) for prefix, h in new.items()}
+    ranked = heapq.nlargest(beam, paths, key=lambda prefix: paths[prefix] + new[prefix][3])
+    kept = {prefix: new[prefix] for prefix in ranked}
+    greedy = max(paths, key=paths.__getitem__)
+    kept.setdefault(greedy, new[greedy])
     return kept
 
 
@@ -156,24 +163,41 @@ def align(
     hit = np.asarray(top_ids)[:, :, None] == ids[None, None, :]
     token_logp = np.where(hit, np.asarray(top_logp, dtype=np.float64)[:, :, None], NEG_INF).max(axis=1)
     n_states = 2 * n_tokens + 1
+    blank = np.asarray(blank_logp, dtype=np.float64)
     emit = np.empty((n_frames, n_states))
-    emit[:, 0::2] = np.asarray(blank_logp, dtype=np.float64)[:, None]
+    emit[:, 0::2] = blank[:, None]
     emit[:, 1::2] = token_logp
     # A token state may be entered from two states back (skipping the blank) unless it repeats
     # the token before it.
     skip = np.zeros(n_states, dtype=bool)
     skip[3::2] = ids[1:] != ids[:-1]
+    # Frames where none of the tokens is a candidate (most frames) can only be blank: a run of
+    # them is one step, into the blank after a token or staying in a blank.
+    tokenless = ~np.isfinite(token_logp).any(axis=1)
     back = np.zeros((n_frames, n_states), dtype=np.int8)
     score = np.full(n_states, NEG_INF)
     score[:2] = emit[0, :2]
     moves = np.empty((3, n_states))
-    for t in range(1, n_frames):
+    cols = np.arange(n_states)
+    t = 1
+    while t < n_frames:
+        if tokenless[t]:
+            run_end = t + 1
+            while run_end < n_frames and tokenless[run_end]:
+                run_end += 1
+            stay, came = score[0::2], np.concatenate(([NEG_INF], score[1::2]))
+            back[t, 0::2] = came > stay
+            score = np.full(n_states, NEG_INF)
+            score[0::2] = np.maximum(stay, came) + blank[t:run_end].sum()
+            t = run_end
+            continue
         moves[0] = score
         moves[1, 0], moves[1, 1:] = NEG_INF, score[:-1]
         moves[2, :2], moves[2, 2:] = NEG_INF, np.where(skip[2:], score[:-2], NEG_INF)
         step = moves.argmax(axis=0)
         back[t] = step
-        score = moves[step, np.arange(n_states)] + emit[t]
+        score = moves[step, cols] + emit[t]
+        t += 1
     end = n_states - 1 if score[-1] >= score[-2] else n_states - 2
     if score[end] == NEG_INF:
         return None

@@ -11,14 +11,17 @@ What a finished token sequence keeps (``bonus_of`` computes it by brute force; t
 tests hold the graph to it): every token covered by a completed match is paid once, at the
 rate of a term of ``n`` tokens, ``min(token_bonus, term_cap / n)``. Matches are paid as they
 end: a match ending at a token pays for its tokens after the end of the previous match (the
-longest or best-paid term there wins). So a term alone keeps ``min(n * token_bonus, term_cap)``
-and overlapping or nested terms ("good", "good job") match (``matches`` reports both) without
-stacking their bonuses: the total never exceeds ``token_bonus`` per decoded token. Unlike the
-icefall graph, which adds every term ending at a token, a keyterm list holding a phrase and
-its words cannot multiply the bonus on that phrase.
+best-paid term ending there wins). So a term alone keeps ``min(n * token_bonus, term_cap)``,
+and overlapping or nested terms ("good", "good job") all match (``matches`` reports each)
+without stacking their bonuses: the total never exceeds ``token_bonus`` per decoded token.
+Unlike the icefall graph, which adds up every term ending at a token, a keyterm list holding a
+phrase and its words cannot multiply the bonus on that phrase. One more rule, for CTC: a match
+that repeats the previous match right after it (the same automaton node, reached again exactly
+its depth later: "me me" for the term "me") pays nothing, so a keyterm whose token lingers
+over a blank frame is not written twice for its bonus.
 
-A state is one int: the automaton node times ``stride`` plus the number of tokens since the
-last match ended (capped at the longest term).
+A state is a tuple: the automaton node, the tokens since the last match ended (capped at the
+longest term) and the node where that match ended.
 
 Pure Python, no numpy or torch. Concurrency: a graph is immutable after construction, so any
 number of threads may walk one at once (the engine shares one graph per distinct keyterm set).
@@ -30,6 +33,10 @@ from collections import deque
 from collections.abc import Sequence
 
 ROOT = 0
+NO_MATCH = -1
+
+# (node, tokens since the last match ended, node where it ended)
+State = tuple[int, int, int]
 
 
 def term_rate(length: int, token_bonus: float, term_cap: float) -> float:
@@ -41,7 +48,7 @@ class ContextGraph:
     """Aho-Corasick automaton over token-id sequences, with coverage-paid bonuses.
 
     ``terms``: (label, token ids) pairs; several pairs may share a label (spellings of one
-    keyterm). Empty token sequences are ignored. ``ROOT`` is the start state.
+    keyterm). Empty token sequences are ignored. ``start`` is the state before any token.
     """
 
     def __init__(
@@ -58,7 +65,7 @@ class ContextGraph:
         kept = [(label, [int(t) for t in ids]) for label, ids in terms if len(ids)]
         self.labels: tuple[str, ...] = tuple(dict.fromkeys(label for label, _ in kept))
         self.longest = max((len(ids) for _, ids in kept), default=0)
-        self.stride = self.longest + 1
+        self._depth: list[int] = [0]
         for label, ids in kept:
             self._insert(label, ids)
         self.tokens: frozenset[int] = frozenset(t for arcs in self._next for t in arcs)
@@ -77,6 +84,7 @@ class ContextGraph:
                 self._next.append({})
                 self._fail.append(ROOT)
                 self._partial.append(min(depth * self.token_bonus, self.term_cap))
+                self._depth.append(depth)
                 self._ends.append({})
             node = child
         self._ends[node][label] = len(ids)
@@ -114,31 +122,33 @@ class ContextGraph:
         return len(self._next) > 1
 
     @property
-    def start(self) -> int:
+    def start(self) -> State:
         """The state before any token: the root, with no match in reach."""
-        return ROOT * self.stride + self.longest
+        return ROOT, self.longest, NO_MATCH
 
-    def partial(self, state: int) -> float:
+    def partial(self, state: State) -> float:
         """The bonus the partial match at ``state`` holds (given back if it does not complete)."""
-        return self._partial[state // self.stride]
+        return self._partial[state[0]]
 
-    def forward(self, state: int, token: int) -> tuple[int, float]:
+    def forward(self, state: State, token: int) -> tuple[State, float]:
         """The state after ``token`` and the score change: the bonus a match completed by this
         token keeps, plus the new partial bonus minus the old one."""
-        node, gap = divmod(state, self.stride)
+        node, gap, last = state
         if token not in self.tokens:
-            return ROOT * self.stride + min(gap + 1, self.longest), -self._partial[node]
+            return (ROOT, min(gap + 1, self.longest), last), -self._partial[node]
         new = self._goto(node, token)
         delta = self._partial[new] - self._partial[node]
         matched = self._matched[new]
         if not matched:
-            return new * self.stride + min(gap + 1, self.longest), delta
+            return (new, min(gap + 1, self.longest), last), delta
+        if new == last and gap + 1 == self._depth[new]:
+            return (new, 0, new), delta  # the previous match again, right after it
         paid = max(rate * min(n, gap + 1) for _, n, rate in matched)
-        return new * self.stride, delta + paid
+        return (new, 0, new), delta + paid
 
-    def finalize(self, state: int) -> float:
+    def finalize(self, state: State) -> float:
         """The score change at the end of a hypothesis: an unfinished match's bonus, taken back."""
-        return -self._partial[state // self.stride]
+        return -self._partial[state[0]]
 
     def matches(self, tokens: Sequence[int]) -> list[str]:
         """The labels of the terms that occur in ``tokens``, in the order their first match ends."""
@@ -164,12 +174,22 @@ def bonus_of(
 ) -> float:
     """The bonus a token sequence keeps, by brute force: the specification of ``ContextGraph``."""
     seq = [int(t) for t in tokens]
-    total, last_end = 0.0, -len(seq) - 1
+    spelled = [[int(t) for t in ids] for _, ids in terms if len(ids)]
+    prefixes = {tuple(ids[:d]) for ids in spelled for d in range(1, len(ids) + 1)}
+
+    def node(end: int) -> tuple[int, ...]:  # the longest suffix of seq[:end] that starts a term
+        return next((tuple(seq[s:end]) for s in range(end) if tuple(seq[s:end]) in prefixes), ())
+
+    total, last_end = 0.0, None
     for end in range(1, len(seq) + 1):
-        lengths = [
-            len(ids) for _, ids in terms if 0 < len(ids) <= end and seq[end - len(ids) : end] == list(ids)
-        ]
-        if lengths:
-            total += max(term_rate(n, token_bonus, term_cap) * min(n, end - last_end) for n in lengths)
-            last_end = end
+        lengths = [len(ids) for ids in spelled if len(ids) <= end and seq[end - len(ids) : end] == ids]
+        if not lengths:
+            continue
+        here = node(end)
+        if last_end is not None and last_end == end - len(here) and node(last_end) == here:
+            pass  # the previous match again, right after it: unpaid
+        else:
+            since = end - last_end if last_end is not None else end
+            total += max(term_rate(n, token_bonus, term_cap) * min(n, since) for n in lengths)
+        last_end = end
     return total

@@ -24,7 +24,8 @@ Tokenisation: each term is encoded with the model's sentencepiece model, so any 
 alone ("▁", then characters: how CJK text is usually split) drops it, so the term also
 matches inside unspaced text; a term that starts with a merged "▁X" piece and an ideographic
 character also gets the spelling with "X". Spellings with an unknown piece (which is CTC's
-blank in SenseVoice) are dropped: the model cannot write them.
+blank in SenseVoice), a control piece or a rich tag are dropped: the model does not write them
+as text.
 
 Concurrency: ``KeytermGraphs.graph`` is called from the model worker threads; its cache is a
 bounded LRU under a lock, graphs are immutable once built and compiled outside the lock.
@@ -41,8 +42,8 @@ from emostt.inference.context_graph import ContextGraph
 
 WORD_START = "▁"
 # Chosen on the demo model's held-out clips (docs/BENCHMARKS.md, "Keyterm decoding").
-TOKEN_BONUS = 2.0
-TERM_CAP = 6.0
+TOKEN_BONUS = 1.5
+TERM_CAP = 4.5
 CACHE_SIZE = 256
 
 
@@ -66,7 +67,16 @@ def term_spellings(term: str, sp: Any, blank_id: int) -> list[list[int]]:
         if first.startswith(WORD_START) and _ideographic(text[0]):
             bare = int(sp.piece_to_id(first[len(WORD_START) :]))
             spellings.append([bare, *ids[1:]])
-    return [s for s in spellings if s and all(i not in (unk, blank_id) for i in s)]
+    return [s for s in spellings if s and all(_writable(sp, i, unk, blank_id) for i in s)]
+
+
+def _writable(sp: Any, token: int, unk: int, blank_id: int) -> bool:
+    """Whether the model writes ``token`` as text: not unknown (= blank), control or a rich tag."""
+    return (
+        token not in (unk, blank_id)
+        and not sp.is_control(token)
+        and not sp.id_to_piece(token).startswith("<|")
+    )
 
 
 class KeytermGraphs:

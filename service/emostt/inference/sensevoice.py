@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from emostt.errors import ModelLoadError, OutOfMemoryError
-from emostt.inference.beam_search import TOP_K
+from emostt.inference.beam_search import PRUNE, TOP_K
 from emostt.inference.engine import ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.features import Features
 from emostt.inference.keyterms import KeytermGraphs
@@ -277,7 +277,7 @@ class SenseVoiceEngine:
         query_logp = query_logp - lse[:, :QUERY_FRAMES, None]
         host = [t.cpu().numpy() for t in (best_ids, best_logp, blank_logp, query_logp, lens)]
         keyed = {i: row for row, i in enumerate(i for i, r in enumerate(requests) if r.keyterms)}
-        top = self._text_top(logits, lse, list(keyed)) if keyed else None
+        top = self._text_top(logits, lse, blank_logp, list(keyed)) if keyed else None
         ids, best, blank, query, out_lens = host
         sp = self._tokenizer.sp
         results = []
@@ -293,11 +293,23 @@ class SenseVoiceEngine:
         return results
 
     def _text_top(
-        self, logits: torch.Tensor, lse: torch.Tensor, rows: list[int]
+        self, logits: torch.Tensor, lse: torch.Tensor, blank_logp: torch.Tensor, rows: list[int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k token ids and log-probs of the text frames of ``rows`` only, on the host."""
+        """The top-k token ids and log-probs of the text frames of ``rows`` (ascending) only, (len(rows),
+        T, k) on the host. Frames where no token but blank can come within ``PRUNE`` nats of
+        the best (the non-blank mass is that far below blank: most CTC frames) are not sorted;
+        they hold blank ids and -inf, which the beam search reads as blank-only frames."""
         index = torch.tensor(rows, dtype=torch.long, device=logits.device)
-        text = logits.index_select(0, index)[:, QUERY_FRAMES:]
-        top_logit, top_ids = text.topk(min(TOP_K, text.shape[-1]), dim=-1)
-        top_logp = top_logit - lse.index_select(0, index)[:, QUERY_FRAMES:, None]
+        blank = blank_logp.index_select(0, index)[:, QUERY_FRAMES:]
+        active = torch.log1p(-torch.exp(blank)) >= blank - PRUNE
+        k = min(TOP_K, logits.shape[-1])
+        top_ids = torch.full((*blank.shape, k), self.vocab.blank_id, dtype=torch.long, device=logits.device)
+        top_logp = torch.full((*blank.shape, k), float("-inf"), dtype=logits.dtype, device=logits.device)
+        if bool(active.any()):
+            # Only the active frames' rows are gathered: no copy of the full (rows, T, V) logits.
+            where = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
+            where[index, QUERY_FRAMES:] = active
+            best_logit, best_ids = logits[where].topk(k, dim=-1)
+            top_ids[active] = best_ids
+            top_logp[active] = best_logit - lse[where][:, None]
         return top_ids.cpu().numpy(), top_logp.cpu().numpy()

@@ -1,0 +1,150 @@
+"""Keyterms through the engine with the demo model: a missed word recovered, nothing else moved.
+
+The clips are the demo model's held-out synthetic speech (tools/demo_data.py: voices and
+speeds unseen in training), rendered by espeak-ng 1.51 as the demo model's evaluation is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from emostt.inference.engine import TranscriptionRequest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "demo_data.py"
+# Words the demo model never heard: 100 keyterms of them (20 words and 80 two-word phrases).
+UNSEEN = (
+    "anthropic", "kubernetes", "zebra", "pancake", "violin", "tornado", "quantum", "giraffe",
+    "lantern", "marble", "oyster", "penguin", "sapphire", "tulip", "walnut",
+    "北京", "上海", "ソニー", "トヨタ", "서울",
+)  # fmt: skip
+MANY_UNSEEN = UNSEEN + tuple(f"{a} {b}" for a in UNSEEN[:10] for b in UNSEEN[10:18])
+
+
+def demo_data() -> ModuleType:
+    if "demo_data" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("demo_data", TOOL)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["demo_data"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["demo_data"]
+
+
+def heldout_clip(text: str, voice: str, speed: int, event: str = "speech") -> np.ndarray:
+    dd = demo_data()
+    (spec,) = [
+        s
+        for s in dd.split_specs("heldout")
+        if s.text == text and s.voice.endswith(voice) and s.speed == speed and s.event == event
+    ]
+    return np.asarray(dd.make_clip(spec).audio)
+
+
+@pytest.fixture(scope="module")
+def half_heard() -> np.ndarray:
+    """The demo model hears "leave me" here: "alone" trails blank at its frames."""
+    return heldout_clip("leave me alone", "en-us+m2", 198)
+
+
+def test_a_keyterm_recovers_a_word_greedy_decoding_misses(demo_engine: Any, half_heard: np.ndarray) -> None:
+    plain, keyed = demo_engine.transcribe(
+        [
+            TranscriptionRequest(half_heard, word_timestamps=True),
+            TranscriptionRequest(half_heard, word_timestamps=True, keyterms=("alone",)),
+        ]
+    )
+    assert plain.text == "leave me" and plain.keyterms_matched is None
+    assert keyed.text == "leave me alone"
+    assert keyed.keyterms_matched == ["alone"]
+    # The rich-tag frames are read as before; only the text changed.
+    assert (keyed.language, keyed.emotion, keyed.event) == (plain.language, plain.emotion, plain.event)
+    assert keyed.raw_text == plain.raw_text  # funasr's own (greedy) decoding, for reference
+    # Words and confidences follow the biased text's own best path.
+    assert keyed.words is not None and [w.word for w in keyed.words] == ["leave", "me", "alone"]
+    assert keyed.words[:2] == plain.words
+    alone = keyed.words[2]
+    assert keyed.words[1].end_ms <= alone.start_ms < alone.end_ms <= keyed.duration_ms
+    assert 0.0 < alone.confidence < 0.5  # the model was unsure, and the result says so
+    assert 0.0 < keyed.confidence < plain.confidence
+    assert "keyterms_matched" in keyed.to_dict() and "keyterms_matched" not in plain.to_dict()
+
+
+def test_phrases_recover_words_too(demo_engine: Any) -> None:
+    clips = [
+        (heldout_clip("pick it up", "en-us+m2", 198), "pick up", "pick it up"),
+        (heldout_clip("good morning", "en+f3", 215, "bgm"), "morning", "good morning"),
+    ]
+    for audio, heard, said in clips:
+        plain, keyed = demo_engine.transcribe(
+            [TranscriptionRequest(audio), TranscriptionRequest(audio, keyterms=(said, "zebra"))]
+        )
+        assert (plain.text, keyed.text, keyed.keyterms_matched) == (heard, said, [said])
+
+
+def test_unrelated_keyterms_leave_correct_text_exactly_as_it_was(demo_engine: Any) -> None:
+    dd = demo_data()
+    clips = [
+        heldout_clip(text, voice, speed)
+        for text, voice, speed in (("leave me alone", "en+f3", 198), ("good morning", "en-us+m2", 138))
+    ]
+    clips += [c.audio for c in dd.generate("heldout", limit=12, workers=1) if c.text]
+    plain = demo_engine.transcribe([TranscriptionRequest(a, word_timestamps=True) for a in clips])
+    keyterms = MANY_UNSEEN
+    assert len(set(keyterms)) == 100
+    keyed = demo_engine.transcribe(
+        [TranscriptionRequest(a, word_timestamps=True, keyterms=keyterms) for a in clips]
+    )
+    for p, k in zip(plain, keyed, strict=True):
+        assert replace(k, keyterms_matched=None) == p
+        assert k.keyterms_matched == []
+
+
+def test_requests_without_keyterms_are_untouched_by_keyed_neighbours(
+    demo_engine: Any, half_heard: np.ndarray, speech_16k: np.ndarray
+) -> None:
+    batch = [
+        TranscriptionRequest(speech_16k, word_timestamps=True),
+        TranscriptionRequest(half_heard),
+        TranscriptionRequest(speech_16k, use_itn=False),
+    ]
+    alone = demo_engine.transcribe(batch)
+    mixed = demo_engine.transcribe([batch[0], replace(batch[1], keyterms=("alone",)), batch[2]])
+    assert mixed[0] == alone[0] and mixed[2] == alone[2]
+    assert mixed[1].text == "leave me alone"
+
+
+def test_terms_the_model_cannot_spell_decode_greedily(demo_engine: Any, half_heard: np.ndarray) -> None:
+    plain, keyed = demo_engine.transcribe(
+        [TranscriptionRequest(half_heard), TranscriptionRequest(half_heard, keyterms=("Zebra", "€", " "))]
+    )
+    assert replace(keyed, keyterms_matched=None) == plain
+    assert keyed.keyterms_matched == []
+
+
+def test_the_onnx_backend_decodes_keyterms_the_same_way(
+    tmp_path_factory: pytest.TempPathFactory, half_heard: np.ndarray
+) -> None:
+    from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
+
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    engine = SenseVoiceEngine.load(
+        "demo", EngineOptions(device="cpu", precision="int8", backend="onnx", onnx_cache_dir=str(cache))
+    )
+    assert engine.info.backend == "onnx"
+    plain, keyed, unrelated = engine.transcribe(
+        [
+            TranscriptionRequest(half_heard),
+            TranscriptionRequest(half_heard, keyterms=("alone",)),
+            TranscriptionRequest(half_heard, keyterms=MANY_UNSEEN),
+        ]
+    )
+    assert (plain.text, keyed.text, keyed.keyterms_matched) == ("leave me", "leave me alone", ["alone"])
+    assert replace(unrelated, keyterms_matched=None) == plain
