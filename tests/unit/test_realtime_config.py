@@ -111,6 +111,7 @@ def test_beta_transcription_session_update() -> None:
         "sample_rate": 24000,
         "encoding": "pcm16",
         "language": "zh",
+        "keyterms": ("x",),
         "vad": {"silence_duration_ms": 700},
         "turn_detection": {"type": "silence"},
     }

@@ -89,6 +89,7 @@ def encode_job(job: JobMessage) -> bytes:
             "itn": req.use_itn,
             "words": req.word_timestamps,
             "known_emotion": req.known_emotion_only,
+            "keyterms": list(req.keyterms),
         }
     )
     audio = np.ascontiguousarray(req.audio, dtype=np.float32)
@@ -129,6 +130,7 @@ def decode(data: bytes) -> Message:
             use_itn=header["itn"],
             word_timestamps=header["words"],
             known_emotion_only=header["known_emotion"],
+            keyterms=tuple(header["keyterms"]),
         )
         return JobMessage(header["id"], header["kind"], header["session"], request)
     if kind == b"C":
@@ -162,4 +164,5 @@ def _result(fields: dict[str, Any]) -> TranscriptionResult:
         raw_text=fields["raw_text"],
         words=[Word(**w) for w in words] if words is not None else None,
         extras=fields.get("extras", {}),
+        keyterms_matched=fields.get("keyterms_matched"),
     )

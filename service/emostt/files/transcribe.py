@@ -40,6 +40,7 @@ class FileOptions:
     use_itn: bool = True
     word_timestamps: bool = False
     known_emotion_only: bool = False
+    keyterms: tuple[str, ...] = ()
 
     def request(self, audio: Float32Array) -> TranscriptionRequest:
         return TranscriptionRequest(
@@ -48,6 +49,7 @@ class FileOptions:
             use_itn=self.use_itn,
             word_timestamps=self.word_timestamps,
             known_emotion_only=self.known_emotion_only,
+            keyterms=self.keyterms,
         )
 
 

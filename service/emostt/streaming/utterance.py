@@ -63,6 +63,7 @@ def transcription_request(config: SessionConfig, audio: npt.NDArray[np.float32])
         use_itn=config.use_itn,
         word_timestamps=config.word_timestamps,
         known_emotion_only=config.known_emotion_only,
+        keyterms=config.keyterms,
     )
 
 

@@ -2,9 +2,10 @@
 
 ``model`` is required (as OpenAI requires it) and any value is accepted: OpenAI clients and
 frameworks hard-code names like ``whisper-1`` or ``gpt-4o-transcribe``, and this server serves
-one model whatever they ask for (``GET /v1/models`` names it). ``prompt``, ``temperature``,
-``include[]`` and ``chunking_strategy`` are accepted and ignored: SenseVoice decodes greedily
-and takes no prompt. Every field's size is bounded while the body is read, before it gets here
+one model whatever they ask for (``GET /v1/models`` names it). ``keyterms`` (repeatable) bias
+decoding towards those words; without it, ``prompt`` is read as a list of keyterms
+(``keyterms_from_prompt``). ``temperature``, ``include[]`` and ``chunking_strategy`` are
+accepted and ignored. Every field's size is bounded while the body is read, before it gets here
 (``FIELD_BYTES`` in transport/openai_upload.py).
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 from emostt.transport.openai_errors import invalid_request
+from emostt.vocabulary.session_config import MAX_KEYTERM_CHARS, MAX_KEYTERMS, keyterms_from_prompt
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Granularity = Literal["word", "segment"]
@@ -48,6 +50,7 @@ class TranscriptionParams:
     response_format: ResponseFormat
     granularities: tuple[Granularity, ...]
     stream: bool
+    keyterms: tuple[str, ...] = ()
 
     @property
     def metric_format(self) -> str:
@@ -95,7 +98,20 @@ def parse_params(fields: Mapping[str, Sequence[str]], default_language: str) -> 
             f"stream=true returns text deltas: response_format must be {' or '.join(STREAM_FORMATS)}",
             param="response_format",
         )
+    keyterms = [*fields.get("keyterms", []), *fields.get("keyterms[]", [])]
+    if keyterms:
+        if len(keyterms) > MAX_KEYTERMS:
+            raise invalid_request(f"at most {MAX_KEYTERMS} keyterms", param="keyterms")
+        for term in keyterms:
+            if not term.strip() or len(term.strip()) > MAX_KEYTERM_CHARS:
+                raise invalid_request(
+                    f"each keyterm is 1 to {MAX_KEYTERM_CHARS} characters", param="keyterms"
+                )
+        terms = tuple(t.strip() for t in keyterms)
+    else:
+        terms = keyterms_from_prompt(one("prompt") or "")
     return TranscriptionParams(
+        keyterms=terms,
         model=model,
         language=language_hint(one("language"), default_language),
         response_format=cast(ResponseFormat, response_format),

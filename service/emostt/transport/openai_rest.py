@@ -219,6 +219,7 @@ async def create_transcription(request: Request) -> Response:
             use_itn=defaults.use_itn,
             word_timestamps="word" in job.params.granularities,
             known_emotion_only=defaults.known_emotion_only,
+            keyterms=job.params.keyterms,
         )
 
         def results() -> AsyncGenerator[SegmentResult, None]:

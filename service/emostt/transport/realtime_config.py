@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from emostt.errors import ProtocolError, validation_problem_list
 from emostt.transport.openai_params import language_hint
 from emostt.vocabulary import SUPPORTED_INPUT_RATES
-from emostt.vocabulary.session_config import EndpointConfig, SessionConfig
+from emostt.vocabulary.session_config import EndpointConfig, SessionConfig, keyterms_from_prompt
 
 OPENAI_RATE = 24_000
 # OpenAI's G.711 formats (GA format types; the beta's input_audio_format names): 8 kHz phone audio.
@@ -134,6 +134,8 @@ def parse_update(
             for language in languages:
                 check_text(language, "languages", TRANSCRIPTION_LIMITS["language"], param)
         changes["language"] = _language(transcription, default_language)
+        if "prompt" in found.transcription:  # the prompt's terms bias decoding (docs/openai.md)
+            changes["keyterms"] = keyterms_from_prompt(found.transcription["prompt"] or "")
         updates["transcription"] = transcription
     manual = view.manual_turns
     if found.has_turn_detection:

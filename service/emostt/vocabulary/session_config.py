@@ -7,10 +7,11 @@ core, the transports and the policies all read them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from emostt.errors import InvalidConfigError, validation_problems
 from emostt.vocabulary import SAMPLE_RATE, SUPPORTED_INPUT_RATES, VAD_FRAME_MS, Encoding
@@ -108,6 +109,21 @@ class TurnDetection(BaseModel):
         )
 
 
+# As many as AssemblyAI's keyterms_prompt takes; a term is a word or a short phrase.
+MAX_KEYTERMS = 100
+MAX_KEYTERM_CHARS = 64
+Keyterm = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_KEYTERM_CHARS)]
+
+
+def keyterms_from_prompt(prompt: str) -> tuple[str, ...]:
+    """OpenAI's ``prompt`` as keyterms (REST and Realtime): the prompt is read as a list, split at
+    commas, semicolons and line breaks; a piece longer than a keyterm (prose, not a term) is
+    skipped; at most ``MAX_KEYTERMS``. ``"Ada Lovelace, Babbage; Analytical Engine"`` gives three
+    keyterms; a prompt written as sentences gives none (CTC decoding takes no context text)."""
+    pieces = (p.strip() for p in re.split(r"[,;\n]", prompt))
+    return tuple(p for p in pieces if 0 < len(p) <= MAX_KEYTERM_CHARS)[:MAX_KEYTERMS]
+
+
 class SessionConfig(BaseModel):
     """Everything a client may set with a ``config`` message (or, for sample_rate, the URL)."""
 
@@ -124,6 +140,9 @@ class SessionConfig(BaseModel):
     gating: GatingConfig = Field(default_factory=GatingConfig)
     mood: MoodConfig = Field(default_factory=MoodConfig)
     turn_detection: TurnDetection = Field(default_factory=TurnDetection)
+    # The words that matter (names, products, commands): decoding is biased towards them
+    # (docs/protocol.md, "Keyterms"). A new list replaces the old one from the next utterance.
+    keyterms: tuple[Keyterm, ...] = Field((), max_length=MAX_KEYTERMS)
 
     @model_validator(mode="after")
     def _check_choices(self) -> SessionConfig:
