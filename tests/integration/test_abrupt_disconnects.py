@@ -25,6 +25,7 @@ import pytest
 import soxr
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from emostt.audio import read_audio_file
 from emostt.config import Settings
@@ -34,7 +35,7 @@ from tests.integration.faults import GatedEngine
 from tests.integration.server import Server, pcm16, running_server, service_settings
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.wav"
-PING_S = 1.0  # interval and timeout: a silent client is dropped within about 2 s
+PING_S = 2.0  # interval and timeout: a silent client is dropped within about 4 s
 LIMIT = 50
 OUTCOMES = ("final", "error", "client_gone", "dropped_gated", "discarded")
 
@@ -77,6 +78,11 @@ def settings(**overrides: object) -> Settings:
         ws_ping_interval_s=PING_S,
         ws_ping_timeout_s=PING_S,
         max_connections=LIMIT,
+        # Admission by measured capacity is not under test: 50 sessions at once on a busy 2-core
+        # machine must all be admitted, so that every one of them can vanish.
+        target_utilization=1.0,
+        session_demand_prior=0.05,
+        overload_wait_s=30.0,
         session_defaults={"vad": {"silence_duration_ms": 400}},
         **overrides,
     )
@@ -122,10 +128,13 @@ async def admitted(server: Server) -> None:
 async def realtime_commit_then_vanish(server: Server, pcm: bytes, delay_s: float) -> None:
     ws = await connect(f"ws://{server.base}/v1/realtime?intent=transcription", ping_interval=None)
     assert orjson.loads(await ws.recv())["type"] == "session.created"
-    for i in range(0, len(pcm), 4800):
-        chunk = base64.b64encode(pcm[i : i + 4800]).decode()
-        await ws.send(orjson.dumps({"type": "input_audio_buffer.append", "audio": chunk}).decode())
-    await ws.send('{"type": "input_audio_buffer.commit"}')
+    try:
+        for i in range(0, len(pcm), 4800):
+            chunk = base64.b64encode(pcm[i : i + 4800]).decode()
+            await ws.send(orjson.dumps({"type": "input_audio_buffer.append", "audio": chunk}).decode())
+        await ws.send('{"type": "input_audio_buffer.commit"}')
+    except ConnectionClosed:
+        return  # the server dropped it first (a pong late on a loaded machine): gone all the same
     await asyncio.sleep(delay_s)
     reset(ws)
 
