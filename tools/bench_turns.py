@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -87,6 +88,13 @@ def semantic_policy(spec: str, max_silence_ms: int) -> Policy:
     if threshold:
         turn["threshold"] = float(threshold)
     return Policy(f"semantic-{spec}", {"turn_detection": turn})
+
+
+def parse_policy(spec: str, max_silence_ms: int) -> Policy:
+    """``silence-N``, or a semantic ``E`` / ``E:T``."""
+    if spec.startswith("silence-"):
+        return silence_policy(int(spec.removeprefix("silence-")))
+    return semantic_policy(spec, max_silence_ms)
 
 
 @dataclass
@@ -149,14 +157,37 @@ async def stream(url: str, pcm: bytes, policy: Policy, log: StreamLog, drain_s: 
             await task
 
 
-def run_streams(jobs: list[tuple[str, bytes, Policy, StreamLog]], drain_s: float) -> None:
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (every core, every process: /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / 100  # USER_HZ
+
+
+def run_streams(jobs: list[tuple[str, bytes, Policy, StreamLog]], drain_s: float) -> dict[str, float]:
+    """Every job's stream at once; what the machine did meanwhile (the 2 cores are shared: other
+    people's work shows up as ``machine_busy_percent`` above ours)."""
     if len(jobs) > MAX_STREAMS:
         raise SystemExit(f"at most {MAX_STREAMS} streams at once")
 
     async def everyone() -> None:
         await asyncio.gather(*(stream(url, pcm, p, log, drain_s) for url, pcm, p, log in jobs))
 
+    busy0, client0, t0 = busy_cpu_s(), time.process_time(), time.perf_counter()
     asyncio.run(everyone())
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": round(wall, 1),
+        "machine_busy_percent": round((busy_cpu_s() - busy0) / wall * 100, 1),
+        "client_cpu_percent": round((time.process_time() - client0) / wall * 100, 1),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def others_cpu(machine: dict[str, float], servers_cpu_percent: float) -> dict[str, float]:
+    """``machine`` with the CPU of everything but this benchmark (client and servers)."""
+    ours = machine["client_cpu_percent"] + servers_cpu_percent
+    return {**machine, "other_processes_cpu_percent": round(machine["machine_busy_percent"] - ours, 1)}
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -346,7 +377,7 @@ def run_policies(
             (s.ws(f"turns-{p.name}"), ts.pcm16(), p, log)
             for s, ts, p, log in zip(servers, sets, policies, logs, strict=True)
         ]
-        run_streams(jobs, args.drain_s)
+        machine = run_streams(jobs, args.drain_s)
         rows = []
         pauses = sum(len(t.pauses_ms) for t in full.turns)
         for policy, ts, log, probe, server in zip(policies, sets, logs, probes, servers, strict=True):
@@ -355,6 +386,9 @@ def run_policies(
             row.update(stream_notes(log))
             row["backend"] = serving_backend(server, 0)
             rows.append(row)
+        machine = others_cpu(machine, sum(r["server_cpu_percent"] for r in rows))
+        for row in rows:
+            row["machine"] = machine
         return rows
     finally:
         for s in servers:
@@ -407,9 +441,10 @@ def run_load(args: argparse.Namespace, full: turn_set.TurnSet, policy: Policy) -
         pauses = sum(len(t.pauses_ms) for t in full.turns)
         log = StreamLog()
         probe = Probe(server).start()
-        run_streams([(server.ws("turns-single"), full.pcm16(), policy, log)], args.drain_s)
+        machine = run_streams([(server.ws("turns-single"), full.pcm16(), policy, log)], args.drain_s)
         single = summarize(policy, [score(full.turns, log)], n, pauses)
         single.update(probe.delta(n))
+        single["machine"] = others_cpu(machine, single["server_cpu_percent"])
         single.update(stream_notes(log))
         count = args.load_sessions
         sets = [turn_set.rotated(full, i * n // count, args.load_turns) for i in range(count)]
@@ -419,13 +454,14 @@ def run_load(args: argparse.Namespace, full: turn_set.TurnSet, policy: Policy) -
             (server.ws(f"turns-{i}"), ts.pcm16(), policy, lg)
             for i, (ts, lg) in enumerate(zip(sets, logs, strict=True))
         ]
-        run_streams(jobs, args.drain_s)
+        machine = run_streams(jobs, args.drain_s)
         # Scored over the admitted streams: a refused stream has no turns to score.
         admitted = [(ts, lg) for ts, lg in zip(sets, logs, strict=True) if lg.refused is None]
         turns = sum(len(ts.turns) for ts, _ in admitted)
         pauses_many = sum(len(t.pauses_ms) for ts, _ in admitted for t in ts.turns)
         many = summarize(policy, [score(ts.turns, lg) for ts, lg in admitted], turns, pauses_many)
         many.update(probe.delta(max(turns, 1)))
+        many["machine"] = others_cpu(machine, many["server_cpu_percent"])
         many["sessions"] = count
         many["admitted"] = len(admitted)
         many["refusals"] = sorted({lg.refused for lg in logs if lg.refused})
@@ -433,6 +469,7 @@ def run_load(args: argparse.Namespace, full: turn_set.TurnSet, policy: Policy) -
         many["semantic_in_force"] = sum(
             bool(lg.effective_turn and lg.effective_turn.get("type") == "semantic") for lg in logs
         )
+        many["server_means_since_start"] = bench_stream.server_metrics(server.base)
         many["send_slip_p95_ms"] = pct([t - k * FRAME_S for lg in logs for k, t in enumerate(lg.sent_at)], 95)
         return {
             "model": args.load_model,
@@ -519,6 +556,17 @@ def markdown(rows: list[dict[str, Any]], load: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+EAGERNESS_THRESHOLD = {"low": 0.7, "medium": 0.5, "high": 0.3, "auto": 0.5}  # docs/protocol.md
+
+
+def point_label(row: dict[str, Any]) -> str:
+    """A point's label on the plot: the silence (ms) or the semantic threshold."""
+    turn = row["config"].get("turn_detection")
+    if turn is None:
+        return str(row["config"]["vad"]["silence_duration_ms"])
+    return f"{turn.get('threshold') or EAGERNESS_THRESHOLD[turn['eagerness']]:g}"
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -540,10 +588,32 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         if not pts:
             continue
         xs = [p[0] for p in pts]
-        ax.plot(xs, [p[1] for p in pts], "o-", color=colour, label=f"{family}: p50")
+        what = "silence ms" if family == "silence" else "threshold"
+        ax.plot(xs, [p[1] for p in pts], "o-", color=colour, label=f"{family} ({what}): p50")
         ax.plot(xs, [p[2] for p in pts], "o--", color=colour, mfc="none", alpha=0.6, label=f"{family}: p95")
+        placed: list[tuple[float, float, int]] = []
         for x, y, _, r in pts:
-            ax.annotate(r["policy"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            # Nearly coinciding points get their labels stacked instead of overprinted.
+            taken = {slot for px, py, slot in placed if abs(x - px) < 3 and abs(y - py) < 60}
+            slot = min(set(range(len(taken) + 1)) - taken)
+            placed.append((x, y, slot))
+            ax.annotate(
+                point_label(r),
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 7 + 10 * slot) if family == "semantic" else (6, -12),
+                ha="center" if family == "semantic" else "left",
+                fontsize=8,
+                color=colour,
+            )
+    base = next((r for r in rows if r["policy"] == "silence-800"), None)
+    if base is not None and base["turn_end_latency_ms"]["p50"] is not None:
+        x, y = base["false_cut_in_rate"] * 100, base["turn_end_latency_ms"]["p50"] / 2
+        ax.fill_between(
+            [0, x], 0, y, color="tab:green", alpha=0.12, label="cut-in ≤ silence-800's, p50 ≤ half its"
+        )
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("false cut-in rate (% of turns with a final sent inside the turn)")
     ax.set_ylabel("turn-end latency, end of speech → final (ms)")
     ax.set_title(title, fontsize=10)
@@ -585,11 +655,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--silence", nargs="*", type=int, default=[300, 500, 800, 1200])
     parser.add_argument(
-        "--semantic", nargs="*", default=["high", "medium", "medium:0.6", "low", "low:0.85"], help="E or E:T"
+        "--semantic",
+        nargs="*",
+        default=["high", "medium", "medium:0.6", "low", "low:0.85", "low:0.95"],
+        help="E or E:T",
     )
     parser.add_argument("--max-silence-ms", type=int, default=2000, help="semantic policies' longest wait")
     parser.add_argument("--load-model", default=None, help="model of the load part (skipped without)")
-    parser.add_argument("--load-policy", default="medium", help="semantic E or E:T of the load part")
+    parser.add_argument(
+        "--load-policy", default="medium", help="the load part's policy: E or E:T (semantic), or silence-N"
+    )
     parser.add_argument("--load-sessions", type=int, default=16)
     parser.add_argument("--load-turns", type=int, default=24, help="turns per stream in the load part")
     parser.add_argument(
@@ -601,7 +676,12 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/bench-turns"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--replot", type=Path, default=None, help="only draw --plot from this JSON report")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        plot(saved["policies"], args.plot or parser.error("--replot needs --plot"), plot_title(saved))
+        return
     if not 1 <= args.turns <= 120:
         parser.error("--turns: 1-120")
     if args.max_silence_ms >= 3000:
@@ -628,14 +708,20 @@ def main() -> None:
     load = None
     if args.load_model:
         t0 = time.perf_counter()
-        load = run_load(args, full, semantic_policy(args.load_policy, args.max_silence_ms))
+        load = run_load(args, full, parse_policy(args.load_policy, args.max_silence_ms))
         load["wall_s"] = round(time.perf_counter() - t0)
     write(args, report, rows, load)
     print(markdown(rows, load))
     print(json.dumps(verdicts(rows, load), indent=2))
     if args.plot and rows:
-        title = f"{full.summary()['turns']} espeak-ng turns, model {args.model}, {report['date']}"
-        plot(rows, args.plot, title)
+        plot(rows, args.plot, plot_title(report))
+
+
+def plot_title(report: dict[str, Any]) -> str:
+    return (
+        f"{report['set']['turns']} espeak-ng turns, model {report['model']}, {report['date']}\n"
+        f"every policy at once, each on its own server; semantic: max silence {report['max_silence_ms']} ms"
+    )
 
 
 def write(args: argparse.Namespace, report: dict[str, Any], rows: list[dict[str, Any]], load: Any) -> None:
