@@ -99,6 +99,37 @@ def test_a_full_queue_is_refused_at_once(clips: list[np.ndarray]) -> None:
     assert count("refused") - refused_before == 1
 
 
+def test_a_request_its_caller_stopped_waiting_for_leaves_the_queue(clips: list[np.ndarray]) -> None:
+    """Speech resumed or the utterance ended: the queued question never reaches the model, and
+    its place in the queue is free again."""
+    turns = Harness(max_batch=4, max_pending=2)
+    turns.start()
+    withdrawn_before = count("withdrawn")
+
+    async def withdraw_one() -> list[float]:
+        turns.gate.clear()
+        held = asyncio.ensure_future(turns.probability(clips[0]))  # taken by the thread
+        await asyncio.to_thread(turns.entered.wait, 10)
+        kept = asyncio.ensure_future(turns.probability(clips[1]))
+        dropped = asyncio.ensure_future(turns.probability(clips[2]))
+        await asyncio.sleep(0)  # both queued: the queue is full
+        dropped.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+        late = asyncio.ensure_future(turns.probability(clips[3]))  # its place is free again
+        await asyncio.sleep(0)
+        turns.gate.set()
+        return list(await asyncio.gather(held, kept, late))
+
+    try:
+        answered = asyncio.run(withdraw_one())
+    finally:
+        turns.stop()
+    assert len(answered) == 3
+    assert turns.batch_sizes == [1, 2]  # the withdrawn question was never run
+    assert count("withdrawn") - withdrawn_before == 1
+
+
 def test_a_crash_fails_held_and_waiting_requests_and_the_thread_restarts(clips: list[np.ndarray]) -> None:
     turns = Harness(max_batch=1, max_pending=8)
     turns.start()

@@ -258,8 +258,9 @@ for _value in RESULTS_OUTCOMES:
     RESULTS_PUBLISHED.labels(_value)
 
 # The end-of-turn model (streaming/turns.py): each request ends ok, failed (the model raised, or
-# its thread is down) or refused (the turn worker's queue was full).
-TURN_OUTCOMES = ("ok", "failed", "refused")
+# its thread is down), refused (the turn worker's queue was full) or withdrawn (its caller stopped
+# waiting while it was queued).
+TURN_OUTCOMES = ("ok", "failed", "refused", "withdrawn")
 TURN_MODEL_SECONDS = Histogram(
     "emostt_turn_model_seconds",
     "From a turn-completion request to its probability (batched across sessions; features included).",

@@ -81,9 +81,9 @@ class Session:
         self._vad = vad
         self._vad_stream = VadStream()
         self._segmenter = Segmenter(endpointing(self.config))
-        self._semantic = (
-            None if turns is None else SemanticTurns(turns, self._segmenter, self._emit, self._endpoint)
-        )
+        self._semantic = None
+        if turns is not None:
+            self._semantic = SemanticTurns(turns, self._segmenter, self._emit, self._endpoint, self._spawn)
         self._framer = Framer(config.sample_rate, config.encoding)
         self._audio_received = False
         self._history: deque[tuple[int, npt.NDArray[np.float32]]] = deque(maxlen=self._history_frames())
@@ -253,9 +253,7 @@ class Session:
                 self._utterance.speech_end_at = received_at  # a speech frame, by the endpointer's rule
             turn = self.config.turn_detection
             if self._semantic and self._utterance and turn.type == "semantic" and not self._manual:
-                question = await self._semantic.on_frame(self._utterance, turn)
-                if question is not None:
-                    self._spawn(question)
+                await self._semantic.on_frame(self._utterance, turn)
         if speech_frames:  # what this session asks of the model: admission control measures it
             self._batcher.record_speech(speech_frames * VAD_FRAME_MS / 1000)
         self._maybe_partial()

@@ -13,8 +13,11 @@ silent for ``min_pause_ms`` (and again every ``RECHECK_MS`` of further silence),
 - otherwise nothing: the utterance stays open across the pause.
 
 A model that fails or is busy costs nothing but the early end: the silence endpoint still ends
-the turn. Event-loop only. An answer that arrives after speech resumed, or after the utterance
-ended by other means, is dropped (checked by the utterance and the pause it was asked about).
+the turn. Event-loop only. An utterance has at most one question out, and the next recheck counts
+from its answer, so a loaded turn model is asked less often rather than queued deeper. A question
+still waiting when speech resumes or the utterance ends is withdrawn from the model's queue; an
+answer that arrives after either is dropped (checked by the utterance and the pause it was asked
+about).
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ class TurnState:
     asked_at_silence: int = 0  # trailing silence (frames) at the last question
     eager_sent: bool = False
     confidence: float | None = None  # the model's latest P(complete) for this utterance
+    asking: bool = False  # a question is out (waiting for the model, or acting on its answer)
+    request: asyncio.Future[float] | None = None  # its model request while that is waiting
+
+    def withdraw(self) -> None:
+        """Nobody will read the waiting model request's answer: take it out of the queue."""
+        if self.request is not None:
+            self.request.cancel()
 
 
 def effective(config: SessionConfig, model_available: bool) -> SessionConfig:
@@ -77,8 +87,10 @@ class SemanticTurns:
         segmenter: Segmenter,
         emit: Callable[[events.Event], Awaitable[None]],
         end_turn: Callable[[SpeechEnded], Awaitable[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
     ) -> None:
         self._turns = turns
+        self._spawn = spawn
         self._segmenter = segmenter
         self._emit = emit
         self._end_turn = end_turn
@@ -90,39 +102,64 @@ class SemanticTurns:
     def forget(self, utt: Utterance) -> float | None:
         """The utterance ended: its last confidence (for its final), and its state dropped."""
         state = self._states.pop(utt.utterance_id, None)
-        return state.confidence if state is not None else None
+        if state is None:
+            return None
+        state.withdraw()
+        return state.confidence
 
-    async def on_frame(self, utt: Utterance, turn: TurnDetection) -> Coroutine[Any, Any, None] | None:
+    async def on_frame(self, utt: Utterance, turn: TurnDetection) -> None:
         """After each frame of an open utterance: a resumed turn is announced; a pause long
-        enough gets a question (the returned coroutine, which the session runs as its task)."""
+        enough gets a question (run as a task of the session's)."""
         state = self.state(utt)
         silence = self._segmenter.trailing_silence_frames
         if silence == 0:
             state.asked_pause = None
+            state.withdraw()
             if state.eager_sent:
                 state.eager_sent = False
                 await self._emit(events.turn_resumed(utt.utterance_id))
-            return None
+            return
+        if state.asking:
+            return
         first = self._segmenter.config.frames(turn.min_pause_ms)
         again = self._segmenter.config.frames(RECHECK_MS)
         pause = self._segmenter.frame - silence
         due = silence == first or (state.asked_pause == pause and silence - state.asked_at_silence >= again)
         if silence < first or not due:
-            return None
+            return
         state.asked_pause, state.asked_at_silence = pause, silence
+        state.asking = True
         # The pause so far is part of what the model hears (as Pipecat's analyzer does).
-        return self._ask(utt, state, turn, pause, utt.audio())
+        self._spawn(self._ask(utt, state, turn, pause, utt.audio()))
 
     async def _ask(
         self, utt: Utterance, state: TurnState, turn: TurnDetection, pause: int, audio: FloatArray
     ) -> None:
         try:
-            confidence = await self._turns.probability(audio)
+            await self._question(utt, state, turn, pause, audio)
+        finally:
+            state.asking = False
+
+    async def _question(
+        self, utt: Utterance, state: TurnState, turn: TurnDetection, pause: int, audio: FloatArray
+    ) -> None:
+        request = state.request = asyncio.ensure_future(self._turns.probability(audio))
+        try:
+            confidence = await request
         except TurnFailedError as exc:
             log.debug("turn model unavailable for a pause: %s", exc)
             return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if request.cancelled() and task is not None and not task.cancelling():
+                return  # withdrawn: speech resumed or the utterance ended
+            raise
+        finally:
+            state.request = None
         if not self._still_in(utt, state, pause):
             return
+        # The next recheck counts from this answer: a slow model is asked less often.
+        state.asked_at_silence = self._segmenter.trailing_silence_frames
         state.confidence = confidence
         limits = turn.effective()
         if confidence >= limits.threshold:

@@ -9,6 +9,8 @@ less in a batch: docs/engine.md, "Turn model").
 
 Bounded: at most ``max_pending`` requests wait; one more is refused at once with
 ``TurnBusyError``, since an answer that comes after a long queue is useless to endpointing. A
+request whose caller stops waiting (speech resumed, the utterance ended, the session closed)
+leaves the queue at once, so the model never spends time on a question nobody will read. A
 crash fails every request it held or that was waiting (``TurnFailedError``) and the thread
 restarts; a request never waits longer than ``timeout_s``. Both errors are ``TurnFailedError``:
 the caller endpoints without the model for that turn.
@@ -35,10 +37,12 @@ from emostt.supervision import RequestWorker, fail_threadsafe, resolve_threadsaf
 
 # Measured on one core (docs/BENCHMARKS.md, "End-of-turn model"): ~90 ms for one turn, ~70 ms a
 # turn in a batch of 4 or 8. Batches of 4 keep most of that saving while a request that arrives
-# during a batch waits ~0.3 s rather than ~0.55 s; 8 waiting is two batches more. Beyond that an
-# answer would come after the silence endpoint had already fired: refusing is better.
+# during a batch waits ~0.3 s rather than ~0.55 s. A session has at most one question waiting
+# (streaming/turn_taking.py), so 16 waiting is one per session of a loaded 2-core server: four
+# batches, ~1 s, still inside the shortest maximum silence (2 s). Beyond that an answer would
+# come after the silence endpoint had already fired: refusing is better.
 MAX_BATCH = 4
-MAX_PENDING = 8
+MAX_PENDING = 16
 TIMEOUT_S = 10.0  # a safety net, never reached while the thread runs
 
 
@@ -55,7 +59,7 @@ class TurnBusyError(TurnFailedError):
     code = "turn_busy"
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a request is found in the queue by itself, not by its audio
 class _Request:
     audio: FloatArray
     loop: asyncio.AbstractEventLoop
@@ -97,6 +101,9 @@ class TurnBatcher(RequestWorker[_Request]):
             self._cond.notify()
         try:
             probability = await asyncio.wait_for(request.future, self._timeout_s)
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            raise
         except (TurnFailedError, TimeoutError) as exc:
             metrics.TURN_CALLS.labels("failed").inc()
             if isinstance(exc, TurnFailedError):
@@ -105,6 +112,14 @@ class TurnBatcher(RequestWorker[_Request]):
         metrics.TURN_MODEL_SECONDS.observe(time.perf_counter() - started)
         metrics.TURN_CALLS.labels("ok").inc()
         return probability
+
+    def _withdraw(self, request: _Request) -> None:
+        """The caller stopped waiting: a request still queued is dropped (one already in a batch
+        runs with it; its answer is ignored)."""
+        with self._cond:
+            if request in self._pending:
+                self._pending.remove(request)
+                metrics.TURN_CALLS.labels("withdrawn").inc()
 
     def run_batch(self, audios: list[FloatArray]) -> list[float]:
         """One model call (the turn thread's); tests override it to record or fail batches."""
