@@ -25,7 +25,7 @@ from tests.clients.test_web_close_codes import node
 ROOT = Path(__file__).resolve().parents[2]
 CORE_FILES = [
     Path(protocol.__file__),
-    *(Path(protocol.__file__).with_name(n) for n in ("events.py", "turns.py")),
+    *(Path(protocol.__file__).with_name(n) for n in ("events.py", "turns.py", "keyterms.py")),
 ]
 
 
@@ -37,7 +37,8 @@ def test_the_core_needs_nothing_but_the_standard_library(path: Path) -> None:
             imported.update(alias.name for alias in node_.names)
         elif isinstance(node_, ast.ImportFrom) and node_.module:
             imported.add(node_.module)
-    allowed = set(sys.stdlib_module_names) | {"__future__", "emostt_client.events", "emostt_client.turns"}
+    core = {"emostt_client.events", "emostt_client.turns", "emostt_client.keyterms"}
+    allowed = set(sys.stdlib_module_names) | {"__future__"} | core
     assert {name for name in imported if name.split(".")[0] not in allowed and name not in allowed} == set()
 
 
@@ -108,6 +109,24 @@ def test_turn_detection_is_the_servers() -> None:
     assert {f.name for f in dataclasses.fields(protocol.TurnDetection)} == set(fields)
     full = protocol.TurnDetection("semantic", "low", 0.6, 0.4, 300, 5000).to_config()
     assert session_config.TurnDetection(**full).effective() == session_config.TurnDefaults(0.6, 0.4, 5000)
+
+
+def test_keyterm_bounds_are_the_servers() -> None:
+    assert protocol.MAX_KEYTERMS == session_config.MAX_KEYTERMS
+    assert protocol.MAX_KEYTERM_CHARS == session_config.MAX_KEYTERM_CHARS
+    # What the core lets through, the server takes: the same list, stripped as the server strips.
+    terms = ["  Ada Lovelace ", "x" * protocol.MAX_KEYTERM_CHARS] + ["a"] * (protocol.MAX_KEYTERMS - 2)
+    checked = protocol.keyterms_list(terms)
+    assert list(session_config.SessionConfig(keyterms=tuple(terms)).keyterms) == checked
+    # ... and what the server refuses (invalid_config naming keyterms), the core refuses first.
+    for bad in (["x" * (protocol.MAX_KEYTERM_CHARS + 1)], ["  "], ["a"] * (protocol.MAX_KEYTERMS + 1)):
+        with pytest.raises(ValueError, match="keyterm"):
+            protocol.keyterms_list(bad)
+        with pytest.raises(ValueError):
+            session_config.SessionConfig(keyterms=tuple(bad))
+    with pytest.raises(ValueError, match="list of strings"):
+        protocol.keyterms_list("Ada Lovelace")  # one string is not a list of terms
+    assert protocol.config_fields({"keyterms": (" alone ",)}) == {"keyterms": ["alone"]}
 
 
 def test_device_id_languages_and_rates_are_the_servers() -> None:

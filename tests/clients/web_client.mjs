@@ -4,8 +4,12 @@
 // constants; `... <module URL> connect <server URL>` connects, prints each event as a JSON line,
 // stops the client once a session opened by a reconnect is ready, and exits when the stream is
 // `closed`; `... <module URL> turns <server URL>` connects with semantic turns, sends 100 ms of
-// audio, prints each event the client dispatches, and stops after the first final.
-const [moduleUrl, command, serverUrl] = process.argv.slice(2);
+// audio, prints each event the client dispatches, and stops after the first final; `... <module
+// URL> keyterms <server URL> <PCM file>` (tests/clients/test_web_keyterms.py) opens a session
+// without keyterms, then one with `keyterms: ["alone"]` that `configure()` changes to ["leave"],
+// sends the clip (PCM s16le, 16 kHz) and `finalize` for each final, and prints the configs the
+// server answered and the finals.
+const [moduleUrl, command, serverUrl, pcmPath] = process.argv.slice(2);
 const web = await import(moduleUrl);
 const print = (type, detail) => console.log(JSON.stringify({ type, detail }));
 
@@ -34,6 +38,39 @@ if (command === "constants") {
   const turnDetection = { type: "semantic", eagerness: "low" };
   await client.connect({ url: serverUrl, deviceId: "web-turns", config: { language: "en" }, turnDetection });
   client.sendAudio(new Int16Array(1600));
+} else if (command === "keyterms") {
+  const { readFileSync } = await import("node:fs");
+  const pcm = readFileSync(pcmPath);
+  setTimeout(() => process.exit(2), 60_000);
+  const next = (client, type) => new Promise((resolve) => {
+    const off = client.on(type, (detail) => {
+      off();
+      resolve(detail);
+    });
+  });
+  const utterance = async (client) => {
+    const final = next(client, "final");
+    client.sendAudio(pcm);
+    client.send({ type: "finalize" });
+    return final;
+  };
+  const plain = new web.EmosttClient();
+  await plain.connect({ url: serverUrl, deviceId: "web-plain" });
+  print("plain_final", await utterance(plain));
+  await plain.stop({ timeoutMs: 5000 });
+
+  const client = new web.EmosttClient();
+  client.on("error", (detail) => print("error", detail));
+  let answered = next(client, "config"); // the answer to the config sent with `ready`
+  await client.connect({ url: serverUrl, deviceId: "web-keyterms", keyterms: ["alone"] });
+  print("config", await answered);
+  print("final", await utterance(client));
+  answered = next(client, "config");
+  client.configure({ keyterms: ["leave"] });
+  print("config", await answered);
+  print("final", await utterance(client));
+  print("closed", await client.stop({ timeoutMs: 5000 }));
+  process.exit(0);
 } else {
   const client = new web.EmosttClient();
   let reconnecting = false;

@@ -208,6 +208,28 @@ def test_page_shows_eager_and_semantic_turn_ends(page: tuple[Page, Problems], se
     assert problems.found == []
 
 
+def test_page_sends_keyterms_and_shows_the_ones_each_final_holds(
+    page: tuple[Page, Problems], server: Server
+) -> None:
+    """``?keyterms=`` fills the field; the session gets them (the finals' ``keyterms_matched`` is
+    only there with keyterms set) and each final shows those it holds. While listening, Enter in
+    the field sends the new list to the session instead of stopping it."""
+    tab, problems = page
+    open_page(tab, server, "&keyterms=left,%20Ada%20Lovelace")
+    keyterms = tab.get_by_label("Keyterms")
+    assert keyterms.input_value() == "left, Ada Lovelace"
+    tab.get_by_label("Token").fill(TOKEN)
+    press(tab, "Start", "Enter")
+    tab.locator(".final .keyterms", has_text="keyterms: left").first.wait_for(timeout=TIMEOUT_MS)
+    keyterms.fill("turn")
+    keyterms.press("Enter")
+    tab.locator(".final .keyterms", has_text="keyterms: turn").first.wait_for(timeout=TIMEOUT_MS)
+    assert tab.get_by_role("button", name="Stop").is_enabled()  # still listening
+    press(tab, "Stop", "Space")
+    tab.get_by_text("Stopped.").wait_for(timeout=TIMEOUT_MS)
+    assert problems.found == []
+
+
 def test_page_is_usable_at_phone_width(browser: Browser, server: Server) -> None:
     context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
     tab = context.new_page()

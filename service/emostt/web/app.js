@@ -8,6 +8,7 @@ const deviceInput = /** @type {HTMLInputElement} */ ($("device"));
 const tokenInput = /** @type {HTMLInputElement} */ ($("token"));
 const resampleInput = /** @type {HTMLInputElement} */ ($("resample"));
 const semanticInput = /** @type {HTMLInputElement} */ ($("semantic"));
+const keytermsInput = /** @type {HTMLInputElement} */ ($("keyterms"));
 const toggle = /** @type {HTMLButtonElement} */ ($("toggle"));
 const statusLine = $("status");
 const partialLine = $("partial");
@@ -24,12 +25,20 @@ const MAX_FINALS = 200;
 const MAX_MOOD_COLUMNS = 40;
 const SCORE_BARS = 3;
 
-// Defaults from the address (?device=…&resample=1&turns=semantic) or the last device id used
-// here. The token is never stored.
+// Defaults from the address (?device=…&resample=1&turns=semantic&keyterms=a,b) or the last device
+// id used here. The token is never stored.
 const params = new URLSearchParams(location.search);
 deviceInput.value = params.get("device") ?? localStorage.getItem("emostt.device") ?? deviceInput.value;
 resampleInput.checked = params.get("resample") === "1";
 semanticInput.checked = params.get("turns") === "semantic";
+keytermsInput.value = params.get("keyterms") ?? "";
+
+/** The keyterms field as a list: comma-separated, blanks left out. */
+const keyterms = () =>
+  keytermsInput.value
+    .split(",")
+    .map((term) => term.trim())
+    .filter(Boolean);
 
 /** @type {EmosttClient | null} */
 let client = null;
@@ -42,6 +51,7 @@ function setStatus(/** @type {string} */ text, /** @type {"" | "ok" | "warn" | "
 function setRunning(/** @type {boolean} */ running) {
   toggle.textContent = running ? "Stop" : "Start";
   toggle.dataset.running = String(running); // the label says it: no aria-pressed on a renamed button
+  // The keyterms stay editable: a change is sent to the running session (see below).
   for (const input of [deviceInput, tokenInput, resampleInput, semanticInput]) input.disabled = running;
 }
 
@@ -76,6 +86,9 @@ function addFinal(final) {
   if (final.end_of_turn_confidence != null)
     /** @type {HTMLElement} */ (item.querySelector(".turn")).textContent =
       `⏎ turn end (${final.end_of_turn_confidence.toFixed(2)})`;
+  if (final.keyterms_matched?.length)
+    /** @type {HTMLElement} */ (item.querySelector(".keyterms")).textContent =
+      `keyterms: ${final.keyterms_matched.join(", ")}`;
   if (final.gated) {
     item.classList.add("is-gated");
     /** @type {HTMLElement} */ (item.querySelector(".gated")).textContent =
@@ -212,6 +225,7 @@ async function start() {
       token: tokenInput.value.trim() || undefined,
       resample: resampleInput.checked,
       turnDetection: semanticInput.checked ? { type: "semantic", eagerness: "auto" } : undefined,
+      keyterms: keyterms().length ? keyterms() : undefined,
     });
   } catch (err) {
     // The error or closed event already said why.
@@ -230,6 +244,15 @@ async function stop() {
   await c.stop();
   toggle.disabled = false;
 }
+
+// New keyterms while listening: the session takes them from its next utterance ([] clears them).
+// Enter applies them (it would otherwise submit the form, which stops the session).
+keytermsInput.addEventListener("change", () => client?.configure({ keyterms: keyterms() }));
+keytermsInput.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !client) return;
+  event.preventDefault();
+  client.configure({ keyterms: keyterms() });
+});
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();

@@ -11,16 +11,14 @@
 //   …
 //   await client.stop(); // the last finals arrive before it resolves
 //
-// Sample rate: audio is sent at the AudioContext's rate (`?sample_rate=`) when the server accepts
-// that rate (8000, 16000, 22050, 24000, 32000, 44100, 48000; the server resamples to 16 kHz), or
-// resampled to 16 kHz in the worklet (linear interpolation) otherwise or when `resample: true`.
+// Sample rate: the AudioContext's when the server accepts it (`SERVER_SAMPLE_RATES`; resampled to
+// 16 kHz server-side), else (or with `resample: true`) 16 kHz, resampled linearly in the worklet.
 //
 // Reconnection, the clients' one rule (the Python SDK's emostt_client/protocol.py; the constants
-// below are checked against it): a close with 1001, 1006 (network loss), 1011, 1012 (restart) or
-// 1013 (overloaded) is followed by a new session (utterance ids start again at u1), after an
-// exponential backoff with jitter. 1008 (unauthorized, origin, rate limit…) or any other code ends
-// the stream with `closed`; so does 1000: after `stop()`, or at a session limit (an `idle_timeout`
-// or `session_too_long` error comes first), where the page decides whether to start again.
+// below are checked against it): after a close with 1001, 1006 (network loss), 1011, 1012
+// (restart) or 1013 (overloaded), a new session (utterance ids restart at u1) after an exponential
+// backoff with jitter. 1008 (unauthorized, origin, rate limit…), any other code and 1000 (`stop()`,
+// or a session limit: an `idle_timeout` or `session_too_long` error first) end it with `closed`.
 
 /** Sample rates the server accepts in `?sample_rate=`. */
 export const SERVER_SAMPLE_RATES = Object.freeze([8000, 16000, 22050, 24000, 32000, 44100, 48000]);
@@ -47,7 +45,8 @@ export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 1012, 1013
  *   language: Scored, emotion: Scored, event: Scored, gated: boolean, gate_reasons: string[],
  *   degraded: boolean, end_reason: string, duration_ms: number, audio_start_ms: number,
  *   audio_end_ms: number, latency_ms: number, mood?: Scored, end_of_turn_confidence?: number | null,
- *   words?: {word: string, start_ms: number, end_ms: number, confidence: number}[]}} FinalEvent
+ *   keyterms_matched?: string[], words?: {word: string, start_ms: number, end_ms: number,
+ *   confidence: number}[]}} FinalEvent `keyterms_matched`: with `keyterms`, those in `text`.
  * @typedef {ServerEvent & {utterance_id: string, text: string, confidence: number}} EagerEndOfTurnEvent
  *   Semantic turns (`turnDetection`): `confidence` (and a final's `end_of_turn_confidence`) is
  *   the turn model's P(turn complete); the turn may be over: `turn_resumed` or the final follows.
@@ -76,6 +75,7 @@ export const RETRYABLE_CLOSE_CODES = Object.freeze([1001, 1006, 1011, 1012, 1013
  * @property {number} [sampleRate] of the audio you send (default 16000)
  * @property {object} [config] a session `config` message sent on each connection (see protocol)
  * @property {{type: "silence" | "semantic", eagerness?: string}} [turnDetection] its `turn_detection`
+ * @property {string[]} [keyterms] its `keyterms`: words to bias decoding towards (≤ 100, 1–64 chars)
  * @property {number} [maxAttempts] reconnection attempts after each drop (default 6; 0: never)
  */
 
@@ -179,25 +179,22 @@ export class EmosttClient extends EventTarget {
     if (this.#options) return Promise.reject(new Error("already connected: call stop() first"));
     if (!DEVICE_ID.test(options.deviceId)) {
       // The server would refuse it (1008 invalid_device_id) on every attempt.
-      const id = JSON.stringify(options.deviceId);
-      return Promise.reject(new Error(`invalid deviceId ${id}: ${DEVICE_ID_RULE}`));
+      return Promise.reject(new Error(`invalid deviceId ${JSON.stringify(options.deviceId)}: ${DEVICE_ID_RULE}`));
     }
-    const turns = options.turnDetection && { turn_detection: options.turnDetection }; // into each config
-    this.#options = turns ? { ...options, config: { ...options.config, ...turns } } : options;
+    const given = Object.entries({ turn_detection: options.turnDetection, keyterms: options.keyterms });
+    const extra = Object.fromEntries(given.filter(([, value]) => value != null)); // into each config message
+    this.#options = Object.keys(extra).length ? { ...options, config: { ...options.config, ...extra } } : options;
     this.#stopping = false;
     this.#attempt = 0;
     return new Promise((resolve, reject) => {
+      const off = () => [offReady, offClosed].forEach((remove) => remove());
       const offReady = this.on("ready", (ready) => {
-        offReady();
-        offClosed();
+        off();
         resolve(ready);
       });
       const offClosed = this.on("closed", (closed) => {
-        offReady();
-        offClosed();
-        reject(
-          Object.assign(new Error(closed.error?.message ?? `closed (${closed.code})`), { detail: closed }),
-        );
+        off();
+        reject(Object.assign(new Error(closed.error?.message ?? `closed (${closed.code})`), { detail: closed }));
       });
       this.#open();
     });
@@ -219,9 +216,7 @@ export class EmosttClient extends EventTarget {
     this.#pending.push(pcm);
     this.#pendingBytes += pcm.byteLength;
     const budget = MAX_PENDING_S * 2 * (this.#options.sampleRate ?? 16000);
-    while (this.#pendingBytes > budget) {
-      this.#pendingBytes -= /** @type {ArrayBuffer} */ (this.#pending.shift()).byteLength;
-    }
+    while (this.#pendingBytes > budget) this.#pendingBytes -= this.#pending.shift()?.byteLength ?? 0;
     return false;
   }
 
@@ -234,13 +229,28 @@ export class EmosttClient extends EventTarget {
   }
 
   /**
+   * Change the session config (`{keyterms: ["Ada Lovelace"]}`, `{language: "en"}`…): sent now and
+   * kept for each later connection. Answered by a `config` event, or an `invalid_config` error.
+   * @param {Record<string, any>} fields
+   */
+  configure(fields) {
+    if (!this.#options) return;
+    const config = /** @type {Record<string, any>} */ ({ ...this.#options.config });
+    for (const [key, value] of Object.entries(fields)) {
+      const nested = value?.constructor === Object && config[key]?.constructor === Object; // vad, gating…
+      config[key] = nested ? { ...config[key], ...value } : value; // as the server merges them
+    }
+    this.#options = { ...this.#options, config };
+    this.send({ ...fields, type: "config" });
+  }
+
+  /**
    * Stop the microphone, end the session and wait for its last finals (at most `timeoutMs`).
    * @param {{timeoutMs?: number}} [options]
    * @returns {Promise<ClosedEvent | null>} the `closed` event, or null if nothing was open
    */
   stop({ timeoutMs = 5000 } = {}) {
-    this.#stopped ??= this.#stop(timeoutMs).finally(() => (this.#stopped = null));
-    return this.#stopped;
+    return (this.#stopped ??= this.#stop(timeoutMs).finally(() => (this.#stopped = null)));
   }
 
   /** @param {number} timeoutMs */
@@ -254,9 +264,8 @@ export class EmosttClient extends EventTarget {
     this.#stopping = true;
     await this.#releaseMicrophone();
     const ws = this.#ws;
-    if (ws === null || ws.readyState !== WebSocket.OPEN) {
-      return this.#finish({ code: 1000, reason: "stopped", error: null });
-    }
+    const stopped = { code: 1000, reason: "stopped", error: null };
+    if (ws === null || ws.readyState !== WebSocket.OPEN) return this.#finish(stopped);
     const closed = new Promise((resolve) => (this.#onClosed = resolve));
     ws.send(JSON.stringify({ type: "close" })); // the server sends every pending final, then 1000
     const timer = setTimeout(() => ws.close(1000, "client stop"), timeoutMs);
@@ -267,11 +276,10 @@ export class EmosttClient extends EventTarget {
 
   #open() {
     const options = /** @type {ConnectOptions} */ (this.#options);
-    const url = streamUrl(options);
     const protocols = ["emostt.v1", ...(options.token ? [`bearer.${options.token}`] : [])];
     let ws;
     try {
-      ws = this.#ws = new WebSocket(url, protocols);
+      ws = this.#ws = new WebSocket(streamUrl(options), protocols);
     } catch (err) {
       // A malformed URL or a token that is not a valid subprotocol: retrying would not help.
       this.#finish({ code: 1008, reason: "", error: clientError("connection", describe(err)) });
@@ -306,10 +314,8 @@ export class EmosttClient extends EventTarget {
       this.#ready = false;
       const closed = { code: close.code, reason: close.reason, error: lastError };
       const maxAttempts = options.maxAttempts ?? 6;
-      if (this.#stopping || !RETRYABLE_CLOSE_CODES.includes(close.code) || this.#attempt >= maxAttempts) {
-        this.#finish(closed);
-        return;
-      }
+      const retry = !this.#stopping && RETRYABLE_CLOSE_CODES.includes(close.code) && this.#attempt < maxAttempts;
+      if (!retry) return void this.#finish(closed);
       this.#attempt += 1;
       const base = Math.min(10_000, 500 * 2 ** (this.#attempt - 1));
       const delay = Math.round(base * (1 - 0.5 * Math.random())); // jitter: devices dropped together spread out
@@ -342,10 +348,9 @@ export class EmosttClient extends EventTarget {
     await new Promise((resolve) => {
       const timer = setTimeout(resolve, 500);
       node.port.addEventListener("message", (event) => {
-        if (event.data === "flushed") {
-          clearTimeout(timer);
-          resolve(undefined);
-        }
+        if (event.data !== "flushed") return;
+        clearTimeout(timer);
+        resolve(undefined);
       });
       node.port.postMessage("flush");
     });
@@ -385,14 +390,8 @@ export function streamUrl({ url, deviceId, sampleRate = 16000 }) {
   return base.toString();
 }
 
-/**
- * @param {string} code
- * @param {string} message
- * @returns {EmosttErrorEvent}
- */
-function clientError(code, message) {
-  return { type: "error", code, message, retryable: false };
-}
+/** @type {(code: string, message: string) => EmosttErrorEvent} */
+const clientError = (code, message) => ({ type: "error", code, message, retryable: false });
 
 /** @param {unknown} err */
 function describe(err) {

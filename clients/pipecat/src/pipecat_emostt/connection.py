@@ -126,7 +126,7 @@ class EmosttConnection(EmosttEventFrames):
             while True:
                 event = await self._recv_event(websocket)
                 if isinstance(event, ConfigUpdated):
-                    self._effective_config = dict(event.config)
+                    await self._on_session_config(event)
                     return
                 if isinstance(event, Error) and event.code == TURN_MODEL_UNAVAILABLE:
                     await self._handle_event(event)  # not a refusal: silence turns go on

@@ -68,6 +68,7 @@ class EmosttEventFrames(EagerEndOfTurnSTTServiceMixin, WebsocketSTTService):
         self._register_event_handler("on_emotion_changed")
         self._register_event_handler("on_eager_end_of_turn")
         self._register_event_handler("on_turn_resumed")
+        self._register_event_handler("on_session_config")
 
     async def _handle_event(self, event: ServerEvent) -> None:
         if isinstance(event, SpeechStarted):
@@ -84,11 +85,15 @@ class EmosttEventFrames(EagerEndOfTurnSTTServiceMixin, WebsocketSTTService):
         elif isinstance(event, EmotionChanged):
             await self._on_emotion_changed(event)
         elif isinstance(event, ConfigUpdated):
-            self._effective_config = dict(event.config)
+            await self._on_session_config(event)
         elif isinstance(event, Error):
             await self._on_error(event)
         else:
             logger.trace(f"{self}: unhandled event {event}")
+
+    async def _on_session_config(self, event: ConfigUpdated) -> None:
+        self._effective_config = dict(event.config)
+        await self._call_event_handler("on_session_config", dict(event.config))
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         self._open_utterances.add(event.utterance_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from emostt_client.protocol import keyterms_list
 from pipecat.services.settings import STTSettings
 from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 
@@ -35,6 +36,10 @@ class EmosttSTTSettings(STTSettings):
             gate_non_speech_events}`` (``drop_gated`` is always sent as ``False``: every
             utterance ends in a final; the service's ``emit_gated_finals`` decides what it pushes).
         mood: ``{enabled, half_life_s, min_margin, min_updates}``.
+        keyterms: Words and short phrases (names, products, commands; up to 100 of 1–64
+            characters) emostt biases decoding towards; each final's ``keyterms_matched`` (in the
+            ``TranscriptionFrame``'s ``result``) lists those its text holds. An update replaces
+            the list from the next utterance; ``[]`` removes it.
     """
 
     use_itn: bool | NotGiven | None = field(default_factory=lambda: NOT_GIVEN)
@@ -45,6 +50,7 @@ class EmosttSTTSettings(STTSettings):
     vad: dict[str, Any] | NotGiven | None = field(default_factory=lambda: NOT_GIVEN)
     gating: dict[str, Any] | NotGiven | None = field(default_factory=lambda: NOT_GIVEN)
     mood: dict[str, Any] | NotGiven | None = field(default_factory=lambda: NOT_GIVEN)
+    keyterms: list[str] | NotGiven | None = field(default_factory=lambda: NOT_GIVEN)
 
 
 _CONFIG_FIELDS: Final = (
@@ -56,6 +62,7 @@ _CONFIG_FIELDS: Final = (
     "vad",
     "gating",
     "mood",
+    "keyterms",
 )
 
 
@@ -63,13 +70,16 @@ def session_config(
     settings: EmosttSTTSettings, language: str, turn_detection: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The ``config`` message's fields for ``settings``, with ``language`` as the hint and the
-    service's ``turn_detection`` (None: the server's default)."""
+    service's ``turn_detection`` (None: the server's default). ``ValueError`` for keyterms emostt
+    would refuse (``emostt_client.protocol.keyterms_list``)."""
     config: dict[str, Any] = {"language": language}
     for name in _CONFIG_FIELDS:
         value = getattr(settings, name)
         if is_given(value) and value is not None:
             config[name] = value
     config.update(settings.extra)
+    if config.get("keyterms") is not None:
+        config["keyterms"] = keyterms_list(config["keyterms"])
     if turn_detection is not None:
         config["turn_detection"] = turn_detection
     # Every utterance must end in a final (or an error), or an emostt-mode turn would never

@@ -16,6 +16,7 @@ from emostt_client.protocol import (
     TurnDetectionLike,
     build_url,
     is_semantic,
+    keyterms_list,
     turn_detection_config,
 )
 from loguru import logger
@@ -31,13 +32,15 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_latency import DEFAULT_TTFS_P99
 from pipecat.transcriptions.language import Language
 from pipecat.turns.user_stop import EagerMatchPolicy
+from pipecat.utils.errors import ErrorCategory
+from pipecat.utils.types import NOT_GIVEN, is_given
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pipecat_emostt.connection import EmosttConnection
 from pipecat_emostt.errors import EmosttRefusedError
 from pipecat_emostt.languages import emostt_language_to_language, language_to_emostt_language
-from pipecat_emostt.settings import EmosttSTTSettings
+from pipecat_emostt.settings import EmosttSTTSettings, session_config
 
 __all__ = [
     "RETRYABLE_CLOSE_CODES",
@@ -98,8 +101,16 @@ class EmosttSTTService(EmosttConnection):
 
     Event handlers (besides the base's ``on_connected``, ``on_disconnected``,
     ``on_connection_error``): ``on_final(service, event)`` for every final, gated or not,
-    ``on_emotion_changed(service, event)``, ``on_eager_end_of_turn(service, event)`` and
-    ``on_turn_resumed(service, event)``.
+    ``on_emotion_changed(service, event)``, ``on_eager_end_of_turn(service, event)``,
+    ``on_turn_resumed(service, event)`` and ``on_session_config(service, config)``: the session's
+    effective config whenever the server reports it (when a session opens, and after each
+    settings update, e.g. the ``keyterms`` in force).
+
+    Keyterms (``Settings(keyterms=[...])``, as Deepgram's ``keyterm``): emostt biases decoding
+    towards them; each final's ``keyterms_matched`` (in ``result``) lists those its text holds.
+    An ``STTUpdateSettingsFrame`` replaces them live from the next utterance. A list emostt would
+    refuse is a ``ValueError`` here, and an ``ErrorFrame`` (``APPLICATION``) for an update, which
+    then leaves the keyterms as they were.
     """
 
     Settings = EmosttSTTSettings
@@ -179,9 +190,11 @@ class EmosttSTTService(EmosttConnection):
             vad=None,
             gating=None,
             mood=None,
+            keyterms=None,
         )
         if settings is not None:
             default_settings.apply_update(settings)
+        session_config(default_settings, "auto")  # bad keyterms fail here, not at the first connect
 
         build_url(url, device_id, 16000)  # a bad URL or device id fails here, not at the first connect
         turns = turn_detection_config(turn_detection) if turn_detection is not None else None
@@ -271,6 +284,15 @@ class EmosttSTTService(EmosttConnection):
 
     async def _update_settings(self, delta: STTSettings) -> dict[str, Any]:  # type: ignore[override]
         """Apply a settings delta: sent live as a ``config`` message, or used by the next connection."""
+        keyterms = delta.keyterms if isinstance(delta, EmosttSTTSettings) else None
+        if isinstance(delta, EmosttSTTSettings) and is_given(keyterms) and keyterms is not None:
+            try:
+                delta.keyterms = keyterms_list(keyterms)
+            except ValueError as e:  # the session keeps its keyterms, as emostt does with a bad list
+                await self.push_error(
+                    error_msg=f"keyterms not updated: {e}", category=ErrorCategory.APPLICATION
+                )
+                delta.keyterms = NOT_GIVEN
         changed = await super()._update_settings(delta)
         if not changed:
             return changed

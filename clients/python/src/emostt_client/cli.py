@@ -2,10 +2,14 @@
 
     emostt-client file ws://localhost:8000 docs/samples/turn_left.wav [--device robot-1]
         [--token TOKEN] [--speed 1.0 | --fast] [--json] [--turns semantic [--eagerness auto]]
+        [--keyterm TERM ...]
     emostt-client mic ws://localhost:8000 [--device robot-1] [--token TOKEN] [--json] [--turns ...]
+        [--keyterm TERM ...]
 
 With ``--turns semantic`` the server's turn model ends each turn: a final is followed by
 ``[turn end 0.93]`` (the model's confidence), an eager end of turn prints ``[eager end of turn]``.
+``--keyterm`` (repeatable) biases decoding towards a word or phrase; finals then show
+``keyterms=[...]``, the keyterms they hold.
 
 The token may also come from $EMOSTT_TOKEN (kept out of the process list). Exit status: 0 when
 the session closed normally (1000), 1 when the server or the network ended it otherwise,
@@ -49,6 +53,8 @@ def describe(event: Event) -> str:
     """One line per event, as the original stream_file.py printed them."""
     if isinstance(event, Final):
         mood = f" mood={event.mood.label}" if event.mood is not None else ""
+        if event.keyterms_matched is not None:
+            mood += f" keyterms={list(event.keyterms_matched)}"
         turn = event.end_of_turn_confidence  # semantic turns: the final ends the turn
         return (
             f"[final {event.utterance_id}] {event.text!r}  emotion={event.emotion.label}{mood}"
@@ -128,6 +134,7 @@ async def run_file(args: argparse.Namespace) -> int:
         sample_rate=session_rate,
         reconnect=_policy(args),
         turn_detection=_turns(args),
+        keyterms=args.keyterms,
     ) as stream:
 
         async def send() -> None:
@@ -172,6 +179,7 @@ async def run_mic(args: argparse.Namespace) -> int:
         sample_rate=MIC_RATE,
         reconnect=_policy(args),
         turn_detection=_turns(args),
+        keyterms=args.keyterms,
     ) as stream:
 
         async def send() -> None:
@@ -214,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-reconnect", action="store_true", help="fail at once when the connection drops")
         sub.add_argument("--turns", choices=TURN_TYPES, help="turn detection (default: the server's)")
         sub.add_argument("--eagerness", choices=EAGERNESS, help="semantic turns: how soon a turn ends")
+        sub.add_argument(
+            "--keyterm",
+            action="append",
+            dest="keyterms",
+            metavar="TERM",
+            help="a word or phrase to bias decoding towards (repeatable, up to 100)",
+        )
 
     file = commands.add_parser("file", help="stream an audio file (PCM WAV; other formats need [files])")
     common(file)

@@ -6,18 +6,17 @@ iterating never stalls the server) and, after a retryable drop, reconnects with 
 ``send``/``finalize``/``configure`` wait for the new session. Call those from any task of the
 loop; iterate the events from one task.
 
-What a reconnect keeps: the device id, token, sample rate and every field given to ``config=`` or
-``configure()`` (re-sent before any audio). What it does not: audio sent before the drop is not
-replayed; utterances in flight are lost (listed in the ``Reconnected`` event) and utterance ids
-start again at ``u1``.
-"""
+What a reconnect keeps: the device id, token, sample rate and every field given to ``config=``,
+``turn_detection=``, ``keyterms=`` or ``configure()`` (re-sent before any audio). What it does
+not: audio sent before the drop is not replayed; utterances in flight are lost (listed in the
+``Reconnected`` event) and utterance ids start again at ``u1``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,6 +66,7 @@ def connect(
     reconnect: ReconnectPolicy | None = None,
     *,
     turn_detection: TurnDetectionLike | None = None,
+    keyterms: Sequence[str] | None = None,
     fast_pacing: Pacing = FAST,
     open_timeout: float = 10.0,
     close_timeout: float = 35.0,
@@ -75,15 +75,16 @@ def connect(
     ``stream = await connect(...)``. Opening waits for the server's ``ready`` (retrying per
     ``reconnect``, default ``ReconnectPolicy()``; ``ReconnectPolicy(max_attempts=0)`` never
     retries) and raises ``AuthError``, ``ServerClosedError`` or ``ConnectionFailedError``.
-    ``turn_detection``: the config's ``turn_detection`` (a ``TurnDetection`` or a dict)."""
+    ``turn_detection``: the config's ``turn_detection`` (a ``TurnDetection`` or a dict); ``keyterms``:
+    words to bias decoding towards (see ``Final.keyterms_matched``; ``configure(keyterms=)`` changes them)."""
     if sample_rate not in SUPPORTED_RATES:
         raise ValueError(f"sample_rate must be one of {sorted(SUPPORTED_RATES)}")
-    turns = {} if turn_detection is None else {"turn_detection": turn_detection}
+    given = {"turn_detection": turn_detection, "keyterms": keyterms}
     return Stream(
         build_url(url, device_id, sample_rate),
         token=token,
         sample_rate=sample_rate,
-        config=config_fields({**(config or {}), **turns}),
+        config=config_fields({**(config or {}), **{k: v for k, v in given.items() if v is not None}}),
         policy=reconnect if reconnect is not None else ReconnectPolicy(),
         fast_pacing=fast_pacing,
         open_timeout=open_timeout,

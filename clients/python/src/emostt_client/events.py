@@ -115,7 +115,9 @@ class Final:
     """The result of one utterance: exactly one per ``SpeechStarted`` (or one ``Error``).
 
     ``end_of_turn_confidence``: with semantic turns (``turn_detection``), the turn model's
-    P(turn complete) at the turn's end; None when the model did not run for this utterance."""
+    P(turn complete) at the turn's end; None when the model did not run for this utterance.
+    ``keyterms_matched``: with keyterms set (``keyterms``), the session's keyterms found in
+    ``text``, in order (empty when none was); None when the session has no keyterms."""
 
     utterance_id: str
     text: str
@@ -131,6 +133,7 @@ class Final:
     end_reason: str | None
     timings: Timings
     end_of_turn_confidence: float | None
+    keyterms_matched: tuple[str, ...] | None
     session_id: str
     seq: int
     raw: Mapping[str, Any] = field(repr=False, compare=False)
@@ -242,6 +245,14 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _strings(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError("a list of strings was expected")
+    return tuple(str(v) for v in value)
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -289,6 +300,7 @@ def _parse(kind: str, e: Mapping[str, Any], sid: str, seq: int) -> ServerEvent:
                 _optional_float(e.get("latency_ms")),
             ),
             end_of_turn_confidence=_optional_float(e.get("end_of_turn_confidence")),
+            keyterms_matched=_strings(e.get("keyterms_matched")),
             session_id=sid,
             seq=seq,
             raw=raw,

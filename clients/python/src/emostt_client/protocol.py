@@ -1,7 +1,8 @@
 """The protocol core every emostt client shares (docs/protocol.md): close codes and the one rule
 for reconnecting after them, the device id rule, the endpoint URL, the languages, the sample
-rates, the typed events (re-exported from ``emostt_client.events``) and the turn-detection
-setting (re-exported from ``emostt_client.turns``).
+rates, the typed events (re-exported from ``emostt_client.events``), the turn-detection
+setting (re-exported from ``emostt_client.turns``) and the keyterms' bounds (re-exported from
+``emostt_client.keyterms``).
 
 Standard library only, and nothing here opens a connection, so that the SDK, the LiveKit plugin
 (``livekit-plugins-emostt``) and the Pipecat service (``pipecat-emostt``) all import their rules
@@ -54,6 +55,7 @@ from emostt_client.events import (
     parse_event,
     parse_message,
 )
+from emostt_client.keyterms import MAX_KEYTERM_CHARS, MAX_KEYTERMS, keyterms_list
 from emostt_client.turns import (
     Eagerness,
     TurnDetection,
@@ -78,6 +80,8 @@ __all__ = [
     "DEVICE_ID_RULE",
     "LANGUAGE_HINTS",
     "LANGUAGE_LABELS",
+    "MAX_KEYTERMS",
+    "MAX_KEYTERM_CHARS",
     "NO_SPEECH",
     "RETRYABLE_CLOSE_CODES",
     "SAMPLE_RATES",
@@ -109,6 +113,7 @@ __all__ = [
     "config_fields",
     "is_retryable_close",
     "is_semantic",
+    "keyterms_list",
     "merge_config",
     "parse_event",
     "parse_message",

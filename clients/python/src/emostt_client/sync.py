@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -38,11 +38,15 @@ def transcribe_file(
     config: Mapping[str, Any] | None = None,
     reconnect: ReconnectPolicy | None = None,
     timeout: float | None = None,
+    keyterms: Sequence[str] | None = None,
 ) -> list[Final]:
-    """Stream a file (as fast as the server allows, or in real time) and return its finals."""
+    """Stream a file (as fast as the server allows, or in real time) and return its finals.
+    ``keyterms``: words to bias decoding towards (each final's ``keyterms_matched``)."""
 
     async def run() -> list[Final]:
-        async with async_connect(url, device_id, token=token, config=config, reconnect=reconnect) as stream:
+        async with async_connect(
+            url, device_id, token=token, config=config, reconnect=reconnect, keyterms=keyterms
+        ) as stream:
             await stream.send_file(path, realtime=realtime)
             await stream.close()
             return await stream.finals()

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from emostt_client.keyterms import keyterms_list
+
 __all__ = [
     "EAGERNESS",
     "TURN_TYPES",
@@ -84,8 +86,11 @@ def is_semantic(value: TurnDetectionLike | None) -> bool:
 
 
 def config_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Session config fields as sent: a ``turn_detection`` among them becomes its dict."""
+    """Session config fields as sent: a ``turn_detection`` among them becomes its dict, and
+    ``keyterms`` a checked list (``emostt_client.keyterms``); ``ValueError`` for either one wrong."""
     out = dict(fields)
     if out.get("turn_detection") is not None:
         out["turn_detection"] = turn_detection_config(out["turn_detection"])
+    if out.get("keyterms") is not None:
+        out["keyterms"] = keyterms_list(out["keyterms"])
     return out

@@ -3,7 +3,8 @@
 Streaming speech-to-text with the speaker's emotion, language and audio event from
 [emostt](https://github.com/) (SenseVoiceSmall): ``emostt.STT(url=..., token=...)``.
 Each final's ``SpeechData.metadata`` holds ``emotion``, ``language`` and ``event``
-(``{label, scores}``), the session's ``mood``, ``gated`` and ``gate_reasons``.
+(``{label, scores}``), the session's ``mood``, ``gated`` and ``gate_reasons``, and, with
+``keyterms=[...]`` (words to bias decoding towards), ``keyterms_matched``.
 """
 
 from livekit.agents import Plugin

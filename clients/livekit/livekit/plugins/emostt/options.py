@@ -1,21 +1,29 @@
-"""The plugin's options: what each stream sends in its ``config`` message, and the checks and
-translations of what the user passed (language hints, session config, the server's URL)."""
+"""The plugin's options: what each stream sends in its ``config`` message, the checks and
+translations of what the user passed (language hints, session config, keyterms, the server's
+URL), and ``update_options``, one implementation for the STT and its streams."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from emostt_client.protocol import SPOKEN_LANGUAGES, TurnDetectionLike, turn_detection_config
+from emostt_client.protocol import SPOKEN_LANGUAGES, TurnDetectionLike, keyterms_list, turn_detection_config
 from livekit.agents import LanguageCode
 from livekit.agents.types import NOT_GIVEN, NotGiven, NotGivenOr
 from livekit.agents.utils import is_given
 
 from .log import logger
 
-__all__ = ["STTOptions", "apply_options", "base_urls", "checked_session_config", "server_language"]
+__all__ = [
+    "OptionsUpdate",
+    "STTOptions",
+    "UpdatableOptions",
+    "base_urls",
+    "checked_session_config",
+    "server_language",
+]
 
 
 @dataclass
@@ -33,12 +41,14 @@ class STTOptions:
     max_backlog_s: float | None
     session_config: dict[str, Any] = field(default_factory=dict)
     turn_detection: dict[str, Any] | None = None  # None: the server's default (silence turns)
+    keyterms: list[str] | None = None  # None: not sent (the server's default: none); [] clears them
 
     def config_message(self) -> dict[str, Any]:
         # a final for every utterance, gated or not, so that END_OF_SPEECH always comes: the
         # plugin's drop_gated does the dropping (server-side defaults may turn drop_gated on)
         gating = {**self.session_config.get("gating", {}), "drop_gated": False}
         turns = {} if self.turn_detection is None else {"turn_detection": self.turn_detection}
+        keyterms = {} if self.keyterms is None else {"keyterms": list(self.keyterms)}
         return {
             **self.session_config,
             "gating": gating,
@@ -49,6 +59,7 @@ class STTOptions:
             "word_timestamps": self.word_timestamps,
             "known_emotion_only": self.known_emotion_only,
             **turns,
+            **keyterms,
         }
 
 
@@ -64,25 +75,70 @@ def server_language(language: str) -> str:
     return "auto"
 
 
-def apply_options(
-    opts: STTOptions,
-    language: NotGivenOr[str],
-    interim_results: NotGivenOr[bool],
-    word_timestamps: NotGivenOr[bool],
-    session_config: NotGivenOr[Mapping[str, Any]],
-    turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
-) -> None:
-    """Set on ``opts`` the options given to ``update_options`` (the STT's and a stream's alike)."""
-    if is_given(language):
-        opts.language = server_language(language)
-    if is_given(interim_results):
-        opts.interim_results = interim_results
-    if is_given(word_timestamps):
-        opts.word_timestamps = word_timestamps
-    if is_given(session_config):
-        opts.session_config = checked_session_config(session_config)
-    if not isinstance(turn_detection, NotGiven):  # is_given() does not narrow this union
-        opts.turn_detection = turn_detection_config(turn_detection)
+@dataclass(frozen=True)
+class OptionsUpdate:
+    """What one ``update_options`` call changes, checked and translated once (a bad value raises
+    before anything changes); NOT_GIVEN: unchanged."""
+
+    language: NotGivenOr[str] = NOT_GIVEN
+    interim_results: NotGivenOr[bool] = NOT_GIVEN
+    word_timestamps: NotGivenOr[bool] = NOT_GIVEN
+    session_config: NotGivenOr[dict[str, Any]] = NOT_GIVEN
+    turn_detection: NotGivenOr[dict[str, Any]] = NOT_GIVEN
+    keyterms: NotGivenOr[list[str]] = NOT_GIVEN
+
+    def apply(self, opts: STTOptions) -> None:
+        """Set the changed options on ``opts`` (the STT's, or one stream's copy)."""
+        if is_given(self.language):
+            opts.language = self.language
+        if is_given(self.interim_results):
+            opts.interim_results = self.interim_results
+        if is_given(self.word_timestamps):
+            opts.word_timestamps = self.word_timestamps
+        if is_given(self.session_config):
+            opts.session_config = dict(self.session_config)
+        if is_given(self.turn_detection):
+            opts.turn_detection = dict(self.turn_detection)
+        if is_given(self.keyterms):
+            opts.keyterms = list(self.keyterms)
+
+
+class UpdatableOptions:
+    """``update_options`` as both the ``STT`` and its ``SpeechStream`` take it: the STT applies an
+    update to its options and passes it to each open stream, a stream applies it to its own and
+    sends its new ``config`` message."""
+
+    def update_options(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        interim_results: NotGivenOr[bool] = NOT_GIVEN,
+        word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
+        session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
+        turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
+        keyterms: NotGivenOr[Sequence[str]] = NOT_GIVEN,
+    ) -> None:
+        """Change options: on the STT, for new streams and (with a ``config`` message) for the
+        open ones; on a stream, for that stream. ``keyterms`` replaces the list from the next
+        utterance (``[]``: none). ``ValueError`` for a value emostt would refuse."""
+        # is_given() does not narrow a NotGivenOr of a union or a protocol: isinstance does
+        self._apply_update(
+            OptionsUpdate(
+                language=server_language(language) if is_given(language) else NOT_GIVEN,
+                interim_results=interim_results,
+                word_timestamps=word_timestamps,
+                session_config=checked_session_config(session_config)
+                if not isinstance(session_config, NotGiven)
+                else NOT_GIVEN,
+                turn_detection=turn_detection_config(turn_detection)
+                if not isinstance(turn_detection, NotGiven)
+                else NOT_GIVEN,
+                keyterms=keyterms_list(keyterms) if not isinstance(keyterms, NotGiven) else NOT_GIVEN,
+            )
+        )
+
+    def _apply_update(self, update: OptionsUpdate) -> None:
+        raise NotImplementedError
 
 
 def checked_session_config(config: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
-from emostt_client.protocol import Error, Ready, TurnDetectionLike, build_url, parse_message
+from emostt_client.protocol import Error, Ready, build_url, parse_message
 from livekit.agents import (
     APIConnectionError,
     APIConnectOptions,
@@ -20,13 +19,12 @@ from livekit.agents import (
     APITimeoutError,
     utils,
 )
-from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.rtc import AudioFrame, AudioResampler
 
 from .errors import close_error
 from .log import logger
 from .models import SUPPORTED_SAMPLE_RATES
-from .options import STTOptions, apply_options
+from .options import OptionsUpdate, STTOptions, UpdatableOptions
 from .transcripts import TranscriptStream
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ __all__ = ["SpeechStream"]
 _MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 
-class SpeechStream(TranscriptStream):
+class SpeechStream(UpdatableOptions, TranscriptStream):
     """One emostt session per connection; the framework's retry loop (``conn_options``) reconnects
     after a close the protocol core retries for a stream that outlives sessions (1001, 1006, 1011,
     1012, 1013, and a 1000 the plugin did not ask for). Audio pushed while disconnected waits in
@@ -55,16 +53,15 @@ class SpeechStream(TranscriptStream):
         """The current connection's emostt session id (empty before the first ``ready``)."""
         return self._session_id
 
-    def update_options(
-        self,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        interim_results: NotGivenOr[bool] = NOT_GIVEN,
-        word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
-        session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
-        turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
-    ) -> None:
-        apply_options(self._opts, language, interim_results, word_timestamps, session_config, turn_detection)
+    @property
+    def session_config(self) -> dict[str, Any]:
+        """The session's effective config as the server last reported it (``ready``, then the
+        answer to each ``config`` message): ``keyterms``, ``turn_detection``, ``vad``…"""
+        return self._session_config
+
+    def _apply_update(self, update: OptionsUpdate) -> None:
+        """``update_options``: this stream's options, sent at once as a ``config`` message."""
+        update.apply(self._opts)
         ws = self._ws
         if ws is not None and not ws.closed:  # the next connection sends the new config anyway
             task = asyncio.create_task(self._send_json(ws, self._opts.config_message()))
@@ -216,6 +213,7 @@ class SpeechStream(TranscriptStream):
             await ws.close()
             raise
         self._session_id = ready.session_id
+        self._session_config = dict(ready.config)
         if ready.model_name:
             self._emostt._model_name = ready.model_name
         self._report_connection_acquired(time.perf_counter() - started, False)

@@ -8,11 +8,11 @@ import dataclasses
 import json
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
-from emostt_client.protocol import TurnDetectionLike, check_device_id, turn_detection_config
+from emostt_client.protocol import TurnDetectionLike, check_device_id, keyterms_list, turn_detection_config
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
     APIConnectionError,
@@ -28,7 +28,14 @@ from livekit.rtc import combine_audio_frames
 
 from .errors import http_error
 from .models import SUPPORTED_SAMPLE_RATES
-from .options import STTOptions, apply_options, base_urls, checked_session_config, server_language
+from .options import (
+    OptionsUpdate,
+    STTOptions,
+    UpdatableOptions,
+    base_urls,
+    checked_session_config,
+    server_language,
+)
 from .stream import SpeechStream
 from .transcripts import verbose_json_event
 
@@ -37,7 +44,7 @@ __all__ = ["STT", "SpeechStream"]
 STTEvents = Literal["emotion_changed"]
 
 
-class STT(stt.STT[STTEvents]):
+class STT(UpdatableOptions, stt.STT[STTEvents]):
     def __init__(
         self,
         *,
@@ -56,6 +63,7 @@ class STT(stt.STT[STTEvents]):
         max_backlog_s: float | None = 3.0,
         session_config: Mapping[str, Any] | None = None,
         turn_detection: TurnDetectionLike | None = None,
+        keyterms: Sequence[str] | None = None,
         http_session: aiohttp.ClientSession | None = None,
     ) -> None:
         """emostt: streaming speech-to-text with the speaker's emotion, language and audio event.
@@ -96,6 +104,10 @@ class STT(stt.STT[STTEvents]):
                 (not at a mid-turn pause: use ``turn_detection="stt"`` in the AgentSession), with
                 ``metadata["end_of_turn_confidence"]``, and an eager end of turn is a
                 PREFLIGHT_TRANSCRIPT for LiveKit's preemptive generation.
+            keyterms: words and short phrases (names, products, commands; up to 100 of 1-64
+                characters) emostt biases decoding towards, in streams and ``recognize()``. Each
+                final's ``metadata["keyterms_matched"]`` lists those its text holds.
+                ``update_options(keyterms=[...])`` replaces them from the next utterance.
             http_session: an aiohttp session to use (default: the job's shared one).
         """
         super().__init__(
@@ -137,6 +149,7 @@ class STT(stt.STT[STTEvents]):
             max_backlog_s=max_backlog_s,
             session_config=checked_session_config(session_config),
             turn_detection=turn_detection_config(turn_detection) if turn_detection is not None else None,
+            keyterms=keyterms_list(keyterms) if keyterms is not None else None,
         )
         self._session = http_session
         self._model_name = "emostt"
@@ -168,32 +181,22 @@ class STT(stt.STT[STTEvents]):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> SpeechStream:
-        opts = dataclasses.replace(self._opts, session_config=dict(self._opts.session_config))
+        opts = dataclasses.replace(
+            self._opts,
+            session_config=dict(self._opts.session_config),
+            keyterms=list(self._opts.keyterms) if self._opts.keyterms is not None else None,
+        )
         if is_given(language):
             opts.language = server_language(language)
         stream = SpeechStream(stt=self, opts=opts, conn_options=conn_options)
         self._streams.add(stream)
         return stream
 
-    def update_options(
-        self,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        interim_results: NotGivenOr[bool] = NOT_GIVEN,
-        word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
-        session_config: NotGivenOr[Mapping[str, Any]] = NOT_GIVEN,
-        turn_detection: NotGivenOr[TurnDetectionLike] = NOT_GIVEN,
-    ) -> None:
-        """Change options for new streams and, with a ``config`` message, for the open ones."""
-        apply_options(self._opts, language, interim_results, word_timestamps, session_config, turn_detection)
+    def _apply_update(self, update: OptionsUpdate) -> None:
+        """``update_options``: for new streams and, with a ``config`` message, for the open ones."""
+        update.apply(self._opts)
         for stream in self._streams:
-            stream.update_options(
-                language=language,
-                interim_results=interim_results,
-                word_timestamps=word_timestamps,
-                session_config=session_config,
-                turn_detection=turn_detection,
-            )
+            stream._apply_update(update)
 
     async def _recognize_impl(
         self,
@@ -214,6 +217,8 @@ class STT(stt.STT[STTEvents]):
             form.add_field("timestamp_granularities[]", "word")
         if hint != "auto":
             form.add_field("language", hint)
+        for term in self._opts.keyterms or ():
+            form.add_field("keyterms", term)
         timeout = aiohttp.ClientTimeout(total=30 + 2 * frame.duration, sock_connect=conn_options.timeout)
         try:
             async with self._ensure_session().post(

@@ -18,6 +18,7 @@ from emostt_client.protocol import (
     CLOSE_POLICY,
     SPOKEN_LANGUAGES,
     TURN_MODEL_UNAVAILABLE,
+    ConfigUpdated,
     EagerEndOfTurn,
     EmotionChanged,
     Error,
@@ -57,6 +58,7 @@ class TranscriptStream(stt.SpeechStream):
         self._emostt = stt
         self._opts = opts
         self._session_id = ""
+        self._session_config: dict[str, Any] = {}  # the effective config, as the server reports it
         # utterances started and not yet ended by their final or error, in order: one span of
         # START_OF_SPEECH .. END_OF_SPEECH covers them all (a final can come after the next
         # utterance's speech_started when the model is busy)
@@ -151,6 +153,8 @@ class TranscriptStream(stt.SpeechStream):
             )
         elif isinstance(event, Error):
             self._on_error(event)
+        elif isinstance(event, ConfigUpdated):
+            self._session_config = dict(event.config)
         elif isinstance(event, Unknown):
             logger.debug("unhandled emostt event %s", event.type)
 
@@ -277,6 +281,7 @@ _METADATA_FIELDS = (
     "degraded",
     "end_reason",
     "end_of_turn_confidence",
+    "keyterms_matched",
     "duration_ms",
     "latency_ms",
     "utterance_id",
