@@ -7,20 +7,15 @@ receive loop does the reconnecting): the protocol core's for a stream that outli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from emostt_client.protocol import reconnects_after
-from pipecat.frames.frames import EndFrame, ErrorFrame, Frame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineWorker, ProcessorUnusablePolicy
-from pipecat.workers.runner import WorkerRunner
+from pipecat.pipeline.worker import ProcessorUnusablePolicy
 from pipecat_emostt import EmosttSTTService
 
 from tests.clients.closing_server import closing_server
+from tests.pipecat.harness import pipeline
 
 FAST_RETRY: dict[str, Any] = {
     "reconnect_attempts": 5,
@@ -34,46 +29,6 @@ EXPECTED = {1008: False, 1012: True, 1013: True, 1006: True, 1000: True}
 def test_the_table_is_the_cores() -> None:
     for code, retried in EXPECTED.items():
         assert reconnects_after(code, requested=False, outlives_sessions=True) is retried, code
-
-
-@dataclass
-class Run:
-    worker: PipelineWorker
-    done: asyncio.Task[None]
-    errors: list[ErrorFrame] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def pipeline(service: EmosttSTTService, **worker_args: Any) -> AsyncIterator[Run]:
-    """A running PipelineWorker over ``service``; ended with an EndFrame on exit."""
-    worker = PipelineWorker(
-        Pipeline([service]),
-        enable_rtvi=False,
-        idle_timeout_secs=None,
-        cancel_on_idle_timeout=False,
-        **worker_args,
-    )
-    started = asyncio.Event()
-    errors: list[ErrorFrame] = []
-
-    @worker.event_handler("on_pipeline_started")
-    async def on_started(_worker: PipelineWorker, _frame: Frame) -> None:
-        started.set()
-
-    @worker.event_handler("on_pipeline_error")
-    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
-        errors.append(frame)
-
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    run = Run(worker, asyncio.create_task(runner.run()), errors)
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        yield run
-    finally:
-        if not run.done.done():
-            await worker.queue_frame(EndFrame())
-        await asyncio.wait_for(run.done, 10)
 
 
 @pytest.mark.parametrize("code", [1012, 1013, 1006, 1000])

@@ -27,7 +27,7 @@ from pipecat_emostt import EmosttSTTService
 from emostt.inference.engine import Engine
 from tests.clients.keyterms import KEYTERM, OTHER, half_heard, keyterm_server
 from tests.integration.server import Server
-from tests.pipecat.test_service import Run, audio_frames, pipeline, result_of
+from tests.pipecat.harness import Run, audio_frames, pipeline, result_of
 
 
 @pytest.fixture(scope="module")

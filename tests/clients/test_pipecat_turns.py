@@ -7,7 +7,6 @@ stop, which Pipecat's user aggregator resolves into ``UserStoppedSpeakingFrame``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,9 +15,7 @@ import pytest
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     EagerTranscriptionFrame,
-    EndFrame,
     ErrorFrame,
-    Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
     LLMContextFrame,
@@ -29,13 +26,10 @@ from pipecat.frames.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.turns.user_turn_strategies import EagerUserTurnStrategies, ExternalUserTurnStrategies
-from pipecat.workers.runner import WorkerRunner
 from pipecat_emostt import EmosttSTTService
 
 from tests.clients.turn_server import (
@@ -45,6 +39,7 @@ from tests.clients.turn_server import (
     FINAL_TEXT,
     turn_server,
 )
+from tests.pipecat.harness import Collector, pipeline
 
 SEMANTIC = {"type": "semantic", "eagerness": "high"}
 SILENCE = InputAudioRawFrame(audio=b"\x00\x00" * 320, sample_rate=16000, num_channels=1)  # 20 ms
@@ -57,56 +52,13 @@ TURN_FRAMES = (
 )
 
 
-class Collector(FrameProcessor):
-    """Records every frame that passes downstream, in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
-            self.frames.append(frame)
-        await self.push_frame(frame, direction)
-
-    def of(self, *kinds: type[Frame]) -> list[Any]:
-        return [f for f in self.frames if isinstance(f, kinds)]
-
-    async def wait_for(self, kind: type[Frame], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not self.of(kind):
-                await asyncio.sleep(0.01)
-
-
 @asynccontextmanager
-async def pipeline(*processors: FrameProcessor) -> AsyncIterator[list[ErrorFrame]]:
-    """A running PipelineWorker over ``processors``; the ErrorFrames that reached it."""
-    worker = PipelineWorker(
-        Pipeline(list(processors)), enable_rtvi=False, idle_timeout_secs=None, cancel_on_idle_timeout=False
-    )
-    started = asyncio.Event()
-    errors: list[ErrorFrame] = []
-
-    @worker.event_handler("on_pipeline_started")
-    async def on_started(_worker: PipelineWorker, _frame: Frame) -> None:
-        started.set()
-
-    @worker.event_handler("on_pipeline_error")
-    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
-        errors.append(frame)
-
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    done = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        await worker.queue_frame(SILENCE)  # the server plays its turn at the first audio
-        yield errors
-    finally:
-        if not done.done():
-            await worker.queue_frame(EndFrame())
-        await asyncio.wait_for(done, 10)
+async def turn_pipeline(*processors: FrameProcessor) -> AsyncIterator[list[ErrorFrame]]:
+    """A running pipeline over ``processors``, the turn server's turn started (it plays it at the
+    first audio); the ErrorFrames that reached it."""
+    async with pipeline(*processors) as run:
+        await run.worker.queue_frame(SILENCE)
+        yield run.errors
 
 
 async def test_emostt_owns_the_turn_and_its_eager_ends_reach_pipecats_turn_strategies() -> None:
@@ -122,11 +74,11 @@ async def test_emostt_owns_the_turn_and_its_eager_ends_reach_pipecats_turn_strat
 
         before, after = Collector(), Collector()
         user = LLMUserAggregator(LLMContext())
-        async with pipeline(stt, before, user, after) as errors:
+        async with turn_pipeline(stt, before, user, after) as errors:
             await after.wait_for(UserStoppedSpeakingFrame)
             await after.wait_for(LLMContextFrame)
     assert server.configs[0]["turn_detection"] == SEMANTIC
-    assert [type(f) for f in before.of(*TURN_FRAMES)] == [
+    assert [type(f) for f in before.of_any(*TURN_FRAMES)] == [
         ProposedUserStartedSpeakingFrame,
         EagerTranscriptionFrame,
         EagerEndOfTurnCancelFrame,  # turn_resumed withdrew the first one
@@ -148,7 +100,7 @@ async def test_emostt_owns_the_turn_and_its_eager_ends_reach_pipecats_turn_strat
     [metadata] = [f for f in before.of(STTMetadataFrame) if f.service_name == stt.name]
     assert isinstance(metadata.user_turn_strategies, EagerUserTurnStrategies)
     # Pipecat's user aggregator resolved emostt's proposals into the turn's start and stop.
-    turn = [type(f) for f in after.of(UserStartedSpeakingFrame, UserStoppedSpeakingFrame)]
+    turn = [type(f) for f in after.of_any(UserStartedSpeakingFrame, UserStoppedSpeakingFrame)]
     assert turn == [UserStartedSpeakingFrame, UserStoppedSpeakingFrame]
     assert errors == []
 
@@ -157,9 +109,9 @@ async def test_without_eager_frames_the_final_still_ends_the_turn() -> None:
     async with turn_server() as server:
         stt = EmosttSTTService(url=server.url, device_id="pc-turns-2", turn_detection=SEMANTIC)
         before, after = Collector(), Collector()
-        async with pipeline(stt, before, LLMUserAggregator(LLMContext()), after) as errors:
+        async with turn_pipeline(stt, before, LLMUserAggregator(LLMContext()), after) as errors:
             await after.wait_for(UserStoppedSpeakingFrame)
-    assert [type(f) for f in before.of(*TURN_FRAMES)] == [
+    assert [type(f) for f in before.of_any(*TURN_FRAMES)] == [
         ProposedUserStartedSpeakingFrame,
         TranscriptionFrame,
         ProposedUserStoppedSpeakingFrame,

@@ -9,9 +9,7 @@ import asyncio
 import importlib.util
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +20,6 @@ from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     EagerTranscriptionFrame,
     EndFrame,
-    ErrorFrame,
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
@@ -34,17 +31,14 @@ from pipecat.frames.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineWorker, ProcessorUnusablePolicy
+from pipecat.pipeline.worker import ProcessorUnusablePolicy
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.audio.vad_processor import VADProcessor
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.stt import OpenAIRealtimeSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies
 from pipecat.utils.errors import ErrorCategory
-from pipecat.workers.runner import WorkerRunner
 from pipecat_emostt import EmosttSTTService, EmotionChangedFrame
 from prometheus_client import REGISTRY
 
@@ -54,7 +48,6 @@ from tests.conftest import espeak
 from tests.integration.server import (
     Server,
     free_port,
-    pcm16,
     running_server,
     server_on_port,
     service_settings,
@@ -62,10 +55,9 @@ from tests.integration.server import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import demo_data
+from tests.pipecat.harness import RATE, Collector, audio_frames, pipeline, result_of
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.wav"
-RATE = 16_000
-FRAME_BYTES = RATE // 50 * 2  # 20 ms, as Pipecat's input transports send it
 # Fast reconnection for the tests (the defaults wait 4 to 10 s between 5 attempts).
 FAST_RETRY: dict[str, Any] = {
     "reconnect_attempts": 200,
@@ -87,15 +79,6 @@ def room_noise(seconds: float, seed: int = 0) -> np.ndarray:
     """A microphone's noise floor (-65 dBFS), as in the demo model's training data."""
     samples = int(seconds * RATE)
     return (np.random.default_rng(seed).standard_normal(samples) * 10 ** (-65 / 20)).astype(np.float32)
-
-
-def audio_frames(*parts: np.ndarray) -> list[InputAudioRawFrame]:
-    """16 kHz float32 audio as Pipecat's 20 ms input audio frames."""
-    pcm = pcm16(np.concatenate(parts))
-    return [
-        InputAudioRawFrame(audio=pcm[i : i + FRAME_BYTES], sample_rate=RATE, num_channels=1)
-        for i in range(0, len(pcm), FRAME_BYTES)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -124,99 +107,8 @@ def metric(name: str, **labels: str) -> float:
 # -- pipelines ----------------------------------------------------------------------------------
 
 
-class Collector(FrameProcessor):
-    """The pipeline's last processor: records every frame that reaches it, in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frames: list[Frame] = []
-        self._arrived = asyncio.Event()
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
-            self.frames.append(frame)
-            self._arrived.set()
-        await self.push_frame(frame, direction)
-
-    def of(self, kind: type[F]) -> list[F]:
-        return [f for f in self.frames if isinstance(f, kind)]
-
-    async def wait_for(self, kind: type[F], count: int = 1, timeout: float = 30.0) -> list[F]:
-        """Wait (at most ``timeout`` s) until ``count`` frames of ``kind`` have arrived; all of them."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.of(kind)) < count:
-            self._arrived.clear()
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise AssertionError(f"{count} {kind.__name__} not within {timeout}s: {self.frames}")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
-        return self.of(kind)
-
-
-@dataclass
-class Run:
-    worker: PipelineWorker
-    collector: Collector
-    done: asyncio.Task[None]
-    errors: list[ErrorFrame] = field(default_factory=list)  # the ErrorFrames that reached the worker
-    error_arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def push(self, frames: list[InputAudioRawFrame]) -> None:
-        await self.worker.queue_frames(frames)
-
-    async def first_error(self, timeout: float = 30.0) -> ErrorFrame:
-        await asyncio.wait_for(self.error_arrived.wait(), timeout)
-        return self.errors[0]
-
-    async def finished(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(asyncio.shield(self.done), timeout)
-
-
-@asynccontextmanager
-async def pipeline(*processors: FrameProcessor, **worker_args: Any) -> AsyncIterator[Run]:
-    """A running PipelineWorker over ``processors`` + a Collector; ended with an EndFrame on exit."""
-    collector = Collector()
-    worker = PipelineWorker(
-        Pipeline([*processors, collector]),
-        enable_rtvi=False,
-        idle_timeout_secs=None,
-        cancel_on_idle_timeout=False,
-        **worker_args,
-    )
-    started = asyncio.Event()
-    run: Run
-
-    @worker.event_handler("on_pipeline_started")
-    async def on_started(_worker: PipelineWorker, _frame: Frame) -> None:
-        started.set()
-
-    @worker.event_handler("on_pipeline_error")
-    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
-        run.errors.append(frame)
-        run.error_arrived.set()
-
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    run = Run(worker, collector, asyncio.create_task(runner.run()))
-    try:
-        await asyncio.wait_for(started.wait(), 30)
-        yield run
-    finally:
-        if not run.done.done():
-            await worker.queue_frame(EndFrame())
-        await asyncio.wait_for(run.done, 30)
-
-
 def emostt_stt(url: str, device_id: str, **kwargs: Any) -> EmosttSTTService:
     return EmosttSTTService(url=url, device_id=device_id, **kwargs)
-
-
-def result_of(frame: TranscriptionFrame) -> dict[str, Any]:
-    """The frame's ``result``: the server's whole event."""
-    assert isinstance(frame.result, dict)
-    return frame.result
 
 
 def check_final(frame: TranscriptionFrame, device_id: str) -> dict[str, Any]:
