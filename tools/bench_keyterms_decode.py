@@ -1,23 +1,27 @@
 #!/usr/bin/env python
 """Keyterm decoding cost: what the engine does after the encoder, per 5 s utterance, one core.
 
-Times ``SenseVoiceEngine.results_from_logits`` (everything ``transcribe`` does after the
-encoder pass: the greedy reductions, and for a request with keyterms the top-k of its text
-frames, the biased beam search, the alignment and the matches) for one 5 s utterance at a
-time with 0, 10 and 100 keyterms. The posteriors are real: the demo model's CTC output on
-held-out espeak-ng phrases joined into 5 s utterances (tools/demo_data.py). Their rows are
-widened to SenseVoiceSmall's 25,055 tokens (``--vocab``) with logits far below the row's own,
-so the softmax and top-k run at the real model's width while the decoding sees the demo
-model's peaks. The keyterms are the demo model's own words and phrases first (the model puts
-weight on them, so the beam has work), then words it has never seen.
+Times everything ``transcribe`` does after the encoder pass (the greedy reductions, and for a
+request with keyterms the top-k of its text frames, the biased beam search, the alignment and
+the matches) for one 5 s utterance at a time with 0, 10 and 100 keyterms, on both engines'
+paths: ``torch`` (``SenseVoiceEngine.results_from_logits``, reductions in torch) and ``numpy``
+(the torch-free CPU engine's ``ctc_batch.reduce_logits`` and ``decode_batch``). The posteriors
+are real: the demo model's CTC output on held-out espeak-ng phrases joined into 5 s utterances
+(tools/demo_data.py). Their rows are widened to SenseVoiceSmall's 25,055 tokens (``--vocab``)
+with logits far below the row's own, so the softmax and top-k run at the real model's width
+while the decoding sees the demo model's peaks. The keyterms are the demo model's own words and
+phrases first (the model puts weight on them, so the beam has work), then words it has never
+seen.
 
     python tools/bench_keyterms_decode.py --out docs/bench/keyterms-decode.json
 
 The process is pinned to one core with one torch thread (torch then runs in the calling
 thread), and each run is timed in this thread's CPU time (what decoding costs the core, not
 counting time the scheduler gave to other processes on a shared machine) and in wall time.
-Graph compilation is cached per distinct keyterm set in the engine; its cold cost is reported
-separately.
+The paths and keyterm counts take turns on each utterance, so a change in a shared machine's
+load falls on all of them alike. Graph compilation is cached per distinct keyterm set in the
+engine; its cold cost is reported separately. tools/bench_keyterms.py runs this cost beside its
+quality and streaming must-shows.
 
 ``--quality`` instead sweeps (token bonus, term cap) over the held-out speech clips, through
 the same engine path: how many come out right with their own words (or their own phrase)
@@ -35,6 +39,7 @@ import os
 import sys
 import time
 import timeit
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +49,8 @@ import numpy as np
 import torch
 
 from emostt.inference.beam_search import BEAM, TOP_K
-from emostt.inference.engine import TranscriptionRequest
+from emostt.inference.ctc_batch import decode_batch, reduce_logits
+from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
 from emostt.inference.keyterms import TERM_CAP, TOKEN_BONUS, KeytermGraphs
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
@@ -54,6 +60,8 @@ from bench_engine import machine
 from eval_demo_model import normalise
 
 SECONDS = 5.0
+# The post-encoder step of each engine: SenseVoiceEngine (torch), the torch-free engine (numpy).
+PATHS = ("torch", "numpy")
 GAP_S = 0.15
 # Words the demo model has never heard (they fall apart into letters it rarely writes).
 UNSEEN = (
@@ -100,6 +108,25 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
+def post_encoder(
+    engine: SenseVoiceEngine, path: str
+) -> Callable[[TranscriptionRequest, torch.Tensor, torch.Tensor], TranscriptionResult]:
+    """One request's post-encoder step on ``path``: "torch" (``SenseVoiceEngine``: torch
+    reductions) or "numpy" (the torch-free engine's reductions, ``ctc_batch``), then decoding."""
+    if path == "torch":
+        return lambda request, logits, lens: engine.results_from_logits([request], logits, lens)[0]
+    vocab, sp, rich = engine.vocab, engine.tokenizer.sp, engine.vocab.rich_ids()
+
+    def numpy_path(
+        request: TranscriptionRequest, logits: torch.Tensor, lens: torch.Tensor
+    ) -> TranscriptionResult:
+        keyed = [0] if request.keyterms else []
+        batch = reduce_logits(logits.numpy(), lens.numpy(), vocab.blank_id, rich, keyed)
+        return decode_batch([request], batch, vocab, sp, engine.keyterm_graphs)[0]
+
+    return numpy_path
+
+
 def cost(engine: SenseVoiceEngine, args: argparse.Namespace) -> dict[str, Any]:
     """Post-encoder time per 5 s utterance with 0/10/100 keyterms, pinned to one core."""
     audio = utterances(args.utterances)
@@ -108,36 +135,45 @@ def cost(engine: SenseVoiceEngine, args: argparse.Namespace) -> dict[str, Any]:
         logp = engine.log_probs([TranscriptionRequest(samples)])[0]
         logits = widen(logp, max(args.vocab, logp.shape[1]), i)
         inputs.append((TranscriptionRequest(samples), logits, torch.tensor([logits.shape[1]])))
-    rows: list[dict[str, Any]] = []
+    # Every path and keyterm count runs on each utterance in turn, so a change in the machine's
+    # load falls on all of them alike and their ratios hold.
+    terms = {count: keyterm_list(count) for count in args.keyterms}
+    graphs, compile_ms = {}, {}
     for count in args.keyterms:
-        terms = keyterm_list(count)
         start = time.perf_counter()
-        graph = engine.keyterm_graphs.compile(terms) if terms else None
-        compile_ms = (time.perf_counter() - start) * 1e3
-        wall: list[float] = []
-        cpu: list[float] = []
-        matched = 0
-        with torch.inference_mode():
-            for request, logits, lens in inputs:
-                request = replace(request, keyterms=terms)
-                engine.results_from_logits([request], logits, lens)  # warm: the graph cache
+        graphs[count] = engine.keyterm_graphs.compile(terms[count]) if terms[count] else None
+        compile_ms[count] = (time.perf_counter() - start) * 1e3
+    runs = [(path, count) for path in PATHS for count in args.keyterms]
+    wall: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+    cpu: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
+    matched = dict.fromkeys(runs, 0)
+    decoders = {path: post_encoder(engine, path) for path in PATHS}
+    with torch.inference_mode():
+        for request, logits, lens in inputs:
+            for path, count in runs:
+                keyed, decode = replace(request, keyterms=terms[count]), decoders[path]
+                decode(keyed, logits, lens)  # warm: the graph cache
                 for _ in range(args.repeats):
                     start, start_cpu = time.perf_counter(), time.thread_time()
-                    result = engine.results_from_logits([request], logits, lens)[0]
-                    cpu.append(time.thread_time() - start_cpu)
-                    wall.append(time.perf_counter() - start)
-                matched += len(result.keyterms_matched or [])
+                    result = decode(keyed, logits, lens)
+                    cpu[(path, count)].append(time.thread_time() - start_cpu)
+                    wall[(path, count)].append(time.perf_counter() - start)
+                matched[(path, count)] += len(result.keyterms_matched or [])
+    rows: list[dict[str, Any]] = []
+    for path, count in runs:
+        graph, run = graphs[count], (path, count)
         rows.append(
             {
+                "path": path,
                 "keyterms": count,
-                "cpu_p50_ms": round(percentile(cpu, 50), 3),
-                "cpu_p95_ms": round(percentile(cpu, 95), 3),
-                "cpu_max_ms": round(percentile(cpu, 100), 3),
-                "wall_p50_ms": round(percentile(wall, 50), 3),
-                "wall_p95_ms": round(percentile(wall, 95), 3),
+                "cpu_p50_ms": round(percentile(cpu[run], 50), 3),
+                "cpu_p95_ms": round(percentile(cpu[run], 95), 3),
+                "cpu_max_ms": round(percentile(cpu[run], 100), 3),
+                "wall_p50_ms": round(percentile(wall[run], 50), 3),
+                "wall_p95_ms": round(percentile(wall[run], 95), 3),
                 "graph_states": graph.num_states if graph is not None else 0,
-                "graph_compile_ms": round(compile_ms, 2),
-                "matched_per_utterance": round(matched / len(inputs), 2),
+                "graph_compile_ms": round(compile_ms[count], 2),
+                "matched_per_utterance": round(matched[run] / len(inputs), 2),
             }
         )
         print(rows[-1], flush=True)

@@ -112,7 +112,15 @@ def make_stream(pool: list[np.ndarray], seconds: float, rng: random.Random) -> t
     return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes(), count
 
 
-async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog, delay_s: float = 0.0) -> None:
+async def device(
+    url: str,
+    pcm: bytes,
+    utterances: int,
+    log: DeviceLog,
+    delay_s: float = 0.0,
+    config: dict[str, Any] | None = None,
+) -> None:
+    """One device; ``config``: a ``config`` message (less its type) sent before the first audio."""
     step = CHUNK_SAMPLES * 2
     log.utterances_sent = utterances
     ends = clip_ends(pcm)
@@ -122,6 +130,12 @@ async def device(url: str, pcm: bytes, utterances: int, log: DeviceLog, delay_s:
         if first["type"] != "ready":  # refused: admission control said the server is full
             log.refused = first.get("code", first["type"])
             return
+        if config is not None:
+            await ws.send(orjson.dumps({"type": "config", **config}).decode())
+            while (answer := orjson.loads(await ws.recv()))["type"] != "config":
+                if answer["type"] == "error":
+                    log.refused = f"config: {answer['code']}"
+                    return
         started = time.perf_counter()
 
         async def sender() -> None:
@@ -324,13 +338,20 @@ def start_server(
 
 
 def run_devices(
-    urls: list[str], streams: list[tuple[bytes, int]], logs: list[DeviceLog], delays: list[float]
+    urls: list[str],
+    streams: list[tuple[bytes, int]],
+    logs: list[DeviceLog],
+    delays: list[float],
+    configs: list[dict[str, Any] | None] | None = None,
 ) -> None:
+    """Every device at once; ``configs``: each device's ``config`` message (None: none sent)."""
+    each = configs if configs is not None else [None] * len(urls)
+
     async def everyone() -> None:
         await asyncio.gather(
             *(
-                device(url, pcm, n, log, delay)
-                for url, (pcm, n), log, delay in zip(urls, streams, logs, delays, strict=True)
+                device(url, pcm, n, log, delay, config)
+                for url, (pcm, n), log, delay, config in zip(urls, streams, logs, delays, each, strict=True)
             )
         )
 

@@ -1,4 +1,5 @@
-"""Command line: ``emostt transcribe``, ``emostt model make-random``, ``emostt serve``."""
+"""Command line: ``emostt transcribe``, ``emostt model make-random``, ``emostt model export``,
+``emostt serve``."""
 
 from __future__ import annotations
 
@@ -134,6 +135,22 @@ def cmd_make_random(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from emostt.config import EngineSettings
+    from emostt.inference.model_export import export_model
+    from emostt.server.engines import engine_options
+
+    settings = _settings_from_args(EngineSettings, args, {"model": "MODEL", "hub": "--hub"})
+    out = Path(args.out)
+    model = export_model(settings.model, out, engine_options(settings), name=args.name)
+    size_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6
+    sys.stdout.write(
+        f"exported {model.name!r} (revision {model.revision[:12]}) to {out}: {size_mb:.1f} MB; "
+        f"serve it with `emostt serve --model {out}` (CPU, no torch)\n"
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from emostt.config import Settings
     from emostt.server.run import run_server
@@ -143,6 +160,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from emostt.vocabulary import Hub
+
     parser = argparse.ArgumentParser(prog="emostt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     mr.add_argument("--size", choices=["tiny", "full"], default="tiny")
     mr.add_argument("--seed", type=int, default=0)
     mr.set_defaults(func=cmd_make_random)
+    ex = model_sub.add_parser(
+        "export",
+        help="write a self-contained ONNX model dir (int8 graph, tokenizer, CMVN, frontend settings, "
+        "identity) that `emostt serve` runs on the CPU without torch",
+    )
+    ex.add_argument("model", help="model dir, bundled name or hub id to export")
+    ex.add_argument("out", help="the dir to write (must not exist, or be empty)")
+    ex.add_argument("--hub", choices=get_args(Hub), help="model hub for hub ids (default ms)")
+    ex.add_argument("--name", help="the model's name in results (default: bundled name, hub id or dir name)")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

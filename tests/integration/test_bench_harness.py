@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from tests.integration.server import pcm16, running_server, service_settings, st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import bench_server
+import bench_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +100,34 @@ def test_bench_stream_measures_the_front_end(speech_with_pauses: np.ndarray, tmp
     if profile:
         stages = row["stages"]["stages"]
         assert stages["vad"]["cpu_percent"] > 0, row["stages"]
+
+
+def test_bench_stream_devices_send_their_session_config(
+    demo_engine: Any, speech_with_pauses: np.ndarray
+) -> None:
+    """tools/bench_keyterms.py's streams: a device with keyterms beside one without, on one server."""
+    pcm = pcm16(speech_with_pauses)
+    logs = [bench_stream.DeviceLog(), bench_stream.DeviceLog()]
+    with running_server(service_settings(), demo_engine) as server:
+        bench_stream.run_devices(
+            [server.ws_url("keyed"), server.ws_url("plain")],
+            [(pcm, 3), (pcm, 3)],
+            logs,
+            [0.0, 0.0],
+            [{"keyterms": ["turn left", "zebra"]}, None],
+        )
+    keyed, plain = logs
+    assert keyed.refused is None and plain.refused is None and not keyed.errors + plain.errors
+    assert [f["text"] for f in keyed.finals] == [f["text"] for f in plain.finals]
+    assert keyed.finals[0]["keyterms_matched"] == ["turn left"]
+    assert all("keyterms_matched" not in f for f in plain.finals)
+    assert len(keyed.device_latency_s) == len(keyed.finals) == 3
+
+
+def test_a_refused_config_is_the_devices_refusal(demo_engine: Any, speech_with_pauses: np.ndarray) -> None:
+    log = bench_stream.DeviceLog()
+    with running_server(service_settings(), demo_engine) as server:
+        bench_stream.run_devices(
+            [server.ws_url()], [(pcm16(speech_with_pauses), 3)], [log], [0.0], [{"keyterms": ["x" * 65]}]
+        )
+    assert log.refused == "config: invalid_config" and not log.finals

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from emostt.inference.engine import TranscriptionRequest
 
@@ -148,3 +149,40 @@ def test_the_onnx_backend_decodes_keyterms_the_same_way(
     )
     assert (plain.text, keyed.text, keyed.keyterms_matched) == ("leave me", "leave me alone", ["alone"])
     assert replace(unrelated, keyterms_matched=None) == plain
+
+
+def decode_counts() -> tuple[float, float, float, float, float]:
+    """(greedy count, keyterms count, greedy sum, keyterms sum, keyterms matched) of this process."""
+    value = REGISTRY.get_sample_value
+    return (
+        value("emostt_decode_seconds_count", {"mode": "greedy"}) or 0.0,
+        value("emostt_decode_seconds_count", {"mode": "keyterms"}) or 0.0,
+        value("emostt_decode_seconds_sum", {"mode": "greedy"}) or 0.0,
+        value("emostt_decode_seconds_sum", {"mode": "keyterms"}) or 0.0,
+        value("emostt_keyterm_matches_total") or 0.0,
+    )
+
+
+def test_decodes_are_timed_by_mode_and_matches_counted(
+    demo_engine: Any, half_heard: np.ndarray, speech_16k: np.ndarray
+) -> None:
+    before = decode_counts()
+    plain = demo_engine.transcribe([TranscriptionRequest(half_heard), TranscriptionRequest(speech_16k)])
+    greedy, keyed, timed, _, matched = (a - b for a, b in zip(decode_counts(), before, strict=True))
+    assert (greedy, keyed, matched) == (2, 0, 0) and timed > 0
+    assert all(r.keyterms_matched is None for r in plain)
+
+    before = decode_counts()
+    mixed = demo_engine.transcribe(
+        [
+            TranscriptionRequest(half_heard, keyterms=("alone", "leave", "zebra")),
+            TranscriptionRequest(speech_16k),
+            TranscriptionRequest(half_heard, keyterms=MANY_UNSEEN),
+        ]
+    )
+    greedy, keyed, greedy_s, keyed_s, matched = (a - b for a, b in zip(decode_counts(), before, strict=True))
+    assert (greedy, keyed) == (1, 2)
+    assert greedy_s > 0 and keyed_s > 0
+    # Each distinct keyterm found in a decoded utterance counts once; unheard ones find nothing.
+    assert mixed[0].keyterms_matched == ["leave", "alone"] and mixed[2].keyterms_matched == []
+    assert matched == 2

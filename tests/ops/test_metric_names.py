@@ -61,6 +61,8 @@ def test_new_operator_metrics_are_exported(exposition: str) -> None:
     assert types["emostt_degraded_finals_total"] == "counter"
     assert types["emostt_refused_connections_total"] == "counter"
     assert types["emostt_ready"] == "gauge"
+    assert types["emostt_decode_seconds"] == "histogram"
+    assert types["emostt_keyterm_matches_total"] == "counter"
 
 
 def test_labels_carry_no_identity_and_stay_in_their_vocabulary(exposition: str) -> None:
@@ -98,6 +100,9 @@ def test_traffic_lands_in_the_expected_series(exposition: str) -> None:
     assert samples[("emostt_refused_connections_total", (("code", "1008"),))] >= 1
     assert samples[("emostt_rejected_connections_total", (("reason", "unauthorized"),))] >= 1
     assert samples[("emostt_speech_end_to_final_seconds_count", ())] >= 3
+    # Every final and partial is decoded; these sessions set no keyterms.
+    assert samples[("emostt_decode_seconds_count", (("mode", "greedy"),))] >= 3
+    assert ("emostt_decode_seconds_count", (("mode", "keyterms"),)) in samples
     assert samples[("emostt_ready", ())] == 1.0
 
 

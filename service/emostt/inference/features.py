@@ -1,6 +1,7 @@
 """Feature extraction (fbank 80 + LFR 7/6 + CMVN) for a batch, on the CPU or on the GPU.
 
-The CPU path is the model's own funasr ``WavFrontend``, one utterance at a time. On CUDA,
+The CPU path is the model's own funasr ``WavFrontend``, one utterance at a time (the
+torch-free engine computes the same features in numpy: ``fbank.py``). On CUDA,
 when torchaudio is installed (the ``gpu`` extra), the same Kaldi fbank runs on the device
 and only raw samples cross the bus; funasr's LFR and CMVN functions are device-agnostic.
 The padded time axis can be rounded up to a bucket size so that compiled or graph-captured
@@ -17,8 +18,9 @@ import numpy.typing as npt
 import torch
 
 from emostt.errors import InvalidAudioError
+from emostt.inference.fbank import MIN_SAMPLES, seeded_dither
 
-MIN_SAMPLES = 400  # one 25 ms analysis window at 16 kHz
+__all__ = ["MIN_SAMPLES", "Features"]
 
 
 class Features:
@@ -44,7 +46,7 @@ class Features:
             if len(audio) < MIN_SAMPLES:
                 raise InvalidAudioError(f"utterance too short: {len(audio)} samples (< {MIN_SAMPLES})")
         if self._dither > 0:
-            audios = [self._dithered(a) for a in audios]
+            audios = [seeded_dither(a, self._dither) for a in audios]
         feats = self._on_device(audios) if self._kaldi is not None else self._on_cpu(audios)
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int32)
         longest = int(lengths.max())
@@ -57,12 +59,6 @@ class Features:
                 padded = padded.pin_memory()
             padded = padded.to(self._device, non_blocking=True)
         return padded, lengths.to(self._device)
-
-    def _dithered(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Kaldi-style dither (in 16-bit sample units) from a fixed seed: digital silence never
-        reaches log(0), and the same audio always gets the same noise."""
-        noise = np.random.default_rng(len(audio)).standard_normal(len(audio)).astype(np.float32)
-        return audio + noise * np.float32(self._dither / 32768)
 
     def _on_cpu(self, audios: Sequence[npt.NDArray[np.float32]]) -> list[torch.Tensor]:
         feats = []

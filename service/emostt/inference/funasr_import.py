@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
 from typing import Any
 
+from emostt.inference.stdout_guard import stdout_to_stderr
 
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+__all__ = ["auto_model_class", "sense_voice_class", "stdout_to_stderr"]
 
 
 def auto_model_class() -> Any:

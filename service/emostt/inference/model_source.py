@@ -10,6 +10,9 @@ from emostt.vocabulary import DEFAULT_MODEL
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REQUIRED_FILES = ("config.yaml", "model.pt")
+# What marks a dir written by ``emostt model export`` (``onnx_model.py``): the ONNX graph, the
+# tokenizer, the CMVN and this manifest, no model.pt.
+EXPORTED_MANIFEST = "emostt-onnx-model.json"
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,11 @@ class ModelSource:
     @property
     def is_local(self) -> bool:
         return self.local_dir is not None
+
+    @property
+    def exported(self) -> bool:
+        """Whether this is an exported ONNX model dir (served by the torch-free engine only)."""
+        return self.local_dir is not None and (self.local_dir / EXPORTED_MANIFEST).is_file()
 
 
 def bundled_models() -> dict[str, Path]:
@@ -48,10 +56,11 @@ def resolve_model(spec: str, hub: str = "ms") -> ModelSource:
                 f"{DEFAULT_MODEL!r}, or a bundled model ({', '.join(bundled) or 'none installed'})"
             )
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-        if missing:
+        if missing and not (path / EXPORTED_MANIFEST).is_file():
             raise ModelLoadError(
                 f"model dir {str(path)!r} is missing {', '.join(missing)}; a SenseVoice dir holds "
-                "config.yaml, model.pt, am.mvn and the tokenizer model"
+                "config.yaml, model.pt, am.mvn and the tokenizer model (an exported ONNX dir holds "
+                f"{EXPORTED_MANIFEST})"
             )
         return ModelSource(spec, path.resolve(), hub)
     if spec.count("/") != 1:

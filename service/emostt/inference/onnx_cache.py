@@ -24,8 +24,8 @@ process waits on would let two exporters in). A staging dir whose entry's lock i
 belongs to a dead exporter and is removed; staging dirs of older emostt versions (no lock)
 are removed after ``STALE_STAGING_S``.
 
-This module imports neither torch nor funasr at import time: the export child imports it
-before it has loaded them (see ``onnx_export.py``).
+This module imports neither torch nor funasr: the export child imports it before it has
+loaded them (see ``onnx_export.py``), and the torch-free engine finds its export here.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from emostt.errors import ModelLoadError
-from emostt.inference.funasr_import import stdout_to_stderr
+from emostt.inference.stdout_guard import stdout_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,23 @@ def default_cache_root() -> Path:
 
 
 def cache_dir_for(root: Path, revision: str) -> Path:
-    """The entry for the model ``revision`` (``revision.model_revision``) under ``root``."""
+    """The entry for the model ``revision`` (``revision.model_revision``) under ``root``.
+
+    The exporter's versions come from the installed packages' metadata, not their modules: the
+    torch-free engine looks its export up here without importing torch or funasr."""
     import onnxruntime as ort
-    import torch
 
     # The graph depends on the exporter (torch, funasr) and its quantizer (onnxruntime) too.
-    try:
-        funasr_version = importlib.metadata.version("funasr")
-    except importlib.metadata.PackageNotFoundError:
-        funasr_version = "unknown"
-    torch_version = torch.__version__.split("+")[0]
+    torch_version = _installed_version("torch").split("+")[0]
+    funasr_version = _installed_version("funasr")
     return root / f"{revision}-torch{torch_version}-ort{ort.__version__}-funasr{funasr_version}"
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def cached_export(cache_dir: Path) -> Path | None:

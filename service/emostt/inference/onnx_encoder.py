@@ -1,7 +1,8 @@
 """The CPU encoder pass on ONNX Runtime, int8, from funasr's export of the model.
 
 The export and its cache are ``onnx_cache.py`` (and ``onnx_export.py`` for a server, which
-exports in a child process); this module runs the exported graph.
+exports in a child process); this module runs the exported graph, numpy in and out, so the
+torch-free engine (``onnx_engine.py``) and the torch engine's ``OnnxPass`` share it.
 
 Concurrency: ``OnnxEncoder.run`` may be called from several threads at once (ONNX Runtime
 sessions are thread-safe).
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
+import numpy.typing as npt
 
 from emostt.errors import ModelLoadError
 
@@ -38,16 +39,17 @@ class OnnxEncoder:
         self.path = path
 
     def run(
-        self, feats: torch.Tensor, lengths: torch.Tensor, language: np.ndarray, text_norm: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """CTC logits (B, T+4, V) and their valid lengths, like the torch encoder pass."""
+        self, feats: np.ndarray, lengths: np.ndarray, language: np.ndarray, text_norm: np.ndarray
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+        """CTC logits (B, T+4, V) and their valid lengths, like the torch encoder pass: ``feats``
+        (B, T, D) padded features, ``lengths`` (B,), the language and text-norm query indices (B,)."""
         logits, out_lens = self._session.run(
             None,
             {
-                "speech": feats.numpy().astype(np.float32, copy=False),
-                "speech_lengths": lengths.numpy().astype(np.int32, copy=False),
+                "speech": feats.astype(np.float32, copy=False),
+                "speech_lengths": lengths.astype(np.int32, copy=False),
                 "language": language.astype(np.int32, copy=False),
                 "textnorm": text_norm.astype(np.int32, copy=False),
             },
         )
-        return torch.from_numpy(logits), torch.from_numpy(out_lens)
+        return logits, out_lens

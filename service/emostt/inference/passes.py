@@ -76,7 +76,8 @@ class OnnxPass:
         # funasr's exported graph embeds the emotion and event queries itself, at these indices.
         assert (EMOTION_QUERY_INDEX, EVENT_QUERY_INDEX) == (1, 2)
         rows = np.asarray(query_rows, dtype=np.int32)
-        return self.encoder.run(feats, lengths, rows[:, 0], rows[:, 3])
+        logits, out_lens = self.encoder.run(feats.numpy(), lengths.numpy(), rows[:, 0], rows[:, 3])
+        return torch.from_numpy(logits), torch.from_numpy(out_lens)
 
 
 def serving_torch_model(model: torch.nn.Module, precision: str, compile_encoder: bool) -> torch.nn.Module:

@@ -47,6 +47,8 @@ MTIME_SLACK_S = 2.0
 SIDECAR_SUFFIX = ".sha256"
 # Bump when what goes into a revision changes: old memos and cache entries stop matching.
 REVISION_FORMAT = "emostt-model-revision-2"
+# ModelInfo.revision: a prefix of the content digest, as git shows commits.
+SHORT_REVISION = 12
 # Files funasr picks up by name from a dir without configuration.json.
 FUNASR_DEFAULT_FILES = ("tokens.txt", "tokens.json", "seg_dict", "bpe.model", "am.mvn", "jieba_usr_dict")
 # Where a config.yaml names the model's other files (when no configuration.json does).

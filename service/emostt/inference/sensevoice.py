@@ -22,8 +22,8 @@ encoder pass once per call (see ``switching.py`` for what a switch does meanwhil
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 
 from emostt.errors import ModelLoadError, OutOfMemoryError
 from emostt.inference.beam_search import PRUNE, TOP_K
+from emostt.inference.ctc_batch import CtcBatch, decode_batch, record_decodes
 from emostt.inference.engine import ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.features import Features
 from emostt.inference.keyterms import KeytermGraphs
@@ -55,7 +56,7 @@ from emostt.inference.onnx_cache import (
 from emostt.inference.onnx_encoder import OnnxEncoder
 from emostt.inference.options import EngineOptions
 from emostt.inference.passes import EncoderPass, OnnxPass, TorchPass, dtype_of, serving_torch_model
-from emostt.inference.revision import model_revision
+from emostt.inference.revision import SHORT_REVISION, model_revision
 from emostt.inference.rich_tokens import (
     EMOTION_QUERY_INDEX,
     EVENT_QUERY_INDEX,
@@ -64,17 +65,13 @@ from emostt.inference.rich_tokens import (
     TEXT_NORM_QUERY_INDEX,
     RichVocab,
 )
-from emostt.inference.scores import CtcFrames, decode_utterance
 from emostt.inference.switching import EXPORT_THREAD_NAME, EncoderSwitch, ExportState
 from emostt.inference.threads import set_thread_count
 from emostt.machine import usable_cores
 
-__all__ = ["EXPORT_THREAD_NAME", "EngineOptions", "ExportState", "SenseVoiceEngine"]
+__all__ = ["EXPORT_THREAD_NAME", "EngineOptions", "ExportState", "SenseVoiceEngine", "record_decodes"]
 
 log = logging.getLogger(__name__)
-
-# ModelInfo.revision: a prefix of the content digest, as git shows commits.
-SHORT_REVISION = 12
 
 
 def _cached_onnx(cache_dir: Path, threads: int) -> OnnxEncoder | None:
@@ -269,6 +266,7 @@ class SenseVoiceEngine:
     ) -> list[TranscriptionResult]:
         """What ``transcribe`` does after the encoder pass: CTC logits (B, T+4, V) and valid
         lengths to results (greedy, or biased decoding for requests with keyterms)."""
+        started = time.perf_counter()
         lse = torch.logsumexp(logits, dim=-1)
         best_logit, best_ids = logits.max(dim=-1)
         best_logp = best_logit - lse
@@ -277,20 +275,14 @@ class SenseVoiceEngine:
         query_logp = query_logp - lse[:, :QUERY_FRAMES, None]
         host = [t.cpu().numpy() for t in (best_ids, best_logp, blank_logp, query_logp, lens)]
         keyed = {i: row for row, i in enumerate(i for i, r in enumerate(requests) if r.keyterms)}
+        reduced = time.perf_counter()
         top = self._text_top(logits, lse, blank_logp, list(keyed)) if keyed else None
+        shared = (reduced - started, time.perf_counter() - reduced)
         ids, best, blank, query, out_lens = host
-        sp = self._tokenizer.sp
-        results = []
-        for i, req in enumerate(requests):
-            n = int(out_lens[i])
-            frames = CtcFrames(ids[i, :n], best[i, :n], blank[i, :n], query[i], self._rich_ids)
-            graph = None
-            if top is not None and i in keyed:
-                text_top = (top[0][keyed[i], : n - QUERY_FRAMES], top[1][keyed[i], : n - QUERY_FRAMES])
-                frames = replace(frames, text_top=text_top)
-                graph = self.keyterm_graphs.graph(req.keyterms)
-            results.append(decode_utterance(frames, self.vocab, req, sp.decode_ids, sp.id_to_piece, graph))
-        return results
+        cut = {i: int(out_lens[i]) - QUERY_FRAMES for i in keyed}
+        text_top = {i: (top[0][row, : cut[i]], top[1][row, : cut[i]]) for i, row in keyed.items() if top}
+        batch = CtcBatch(ids, best, blank, query, out_lens, self._rich_ids, text_top, *shared)
+        return decode_batch(requests, batch, self.vocab, self._tokenizer.sp, self.keyterm_graphs)
 
     def _text_top(
         self, logits: torch.Tensor, lse: torch.Tensor, blank_logp: torch.Tensor, rows: list[int]

@@ -9,6 +9,7 @@ Concurrency: one thread (the VAD thread) calls ``step``; a stream is updated by 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,12 @@ FloatArray = npt.NDArray[np.float32]
 
 
 def model_path() -> Path:
-    import silero_vad
-
-    return Path(silero_vad.__file__).resolve().parent / "data" / "silero_vad.onnx"
+    """The ONNX file inside the installed ``silero-vad`` package, found without importing it (its
+    ``__init__`` imports torch, which the torch-free CPU server never loads)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the silero-vad package is not installed")
+    return Path(spec.origin).resolve().parent / "data" / "silero_vad.onnx"
 
 
 @dataclass

@@ -1,21 +1,27 @@
 """Thread settings of the model's workers: torch's intra-op threads, and a lower OS priority
 for work that must yield (partials, the background export). How many workers and threads a
-server runs is decided in ``emostt/server/planning.py``."""
+server runs is decided in ``emostt/server/planning.py``.
+
+No torch import here: a server on the torch-free engine (``onnx_engine.py``) never loads it,
+and ONNX Runtime sessions have their own thread settings.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
-
-import torch
 
 log = logging.getLogger(__name__)
 
 
 def set_thread_count(threads: int) -> None:
-    """Torch intra-op threads for the calling thread's parallel regions (OpenMP keeps it per thread)."""
-    torch.set_num_threads(threads)
+    """Torch intra-op threads for the calling thread's parallel regions (OpenMP keeps it per thread);
+    nothing to set where torch was never imported (the torch-free engine)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 LOW_PRIORITY_NICE = 10

@@ -273,3 +273,28 @@ TURN_CALLS = Counter("emostt_turn_calls_total", "End-of-turn model requests, by 
 LABEL_VALUES[_series_name(TURN_CALLS)] = {"outcome": TURN_OUTCOMES}
 for _value in TURN_OUTCOMES:
     TURN_CALLS.labels(_value)
+
+# Post-encoder decoding (inference/ctc_batch.py, for every engine): every utterance decoded (finals,
+# partials, speculative finals, file segments), greedily or, with keyterms, by the biased beam search.
+DECODE_MODES = ("greedy", "keyterms")
+# From a fraction of a millisecond (greedy, a short utterance, a small vocabulary) to tens of
+# milliseconds (a long utterance with keyterms at SenseVoiceSmall's 25k tokens on a busy core).
+DECODE_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+DECODE_SECONDS = Histogram(
+    "emostt_decode_seconds",
+    "Post-encoder decoding per utterance, by mode (greedy; keyterms: the biased beam search): its "
+    "share of the batch's softmax reductions plus its own decoding (for keyterms with the top-k of "
+    "its text frames).",
+    ["mode"],
+    buckets=DECODE_BUCKETS,
+)
+KEYTERM_MATCHES = Counter(
+    "emostt_keyterm_matches_total",
+    "Keyterms found in decoded text: each distinct keyterm once per decoded utterance (partials and "
+    "speculative finals decode again and count again).",
+)
+LABEL_VALUES[_series_name(DECODE_SECONDS)] = {"mode": DECODE_MODES}
+for _value in DECODE_MODES:
+    DECODE_SECONDS.labels(_value)

@@ -50,7 +50,7 @@ async def start_batcher(
 def engine_options(
     settings: EngineSettings, *, device: str | None = None, background_export: bool = False
 ) -> EngineOptions:
-    """How ``SenseVoiceEngine.load`` loads ``settings.model``: the one construction of the options,
+    """How the engine for ``settings.model`` loads: the one construction of the options,
     for the primary engine and for the fallback-device copy alike.
 
     ``device`` other than the settings' (the fallback device) takes the precision ``auto`` for
@@ -71,16 +71,18 @@ def engine_options(
 
 
 def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
-    """The primary engine (with the optional offline fallback model) and the optional fallback-device copy."""
-    from emostt.inference.sensevoice import SenseVoiceEngine
+    """The primary engine (with the optional offline fallback model) and the optional fallback-device
+    copy. On the CPU an exported or cached model is served torch-free (``inference/serving.py``)."""
+    from emostt.inference.serving import load_engine, load_with_fallback
 
-    # The server starts serving at once (torch) and switches when the ONNX export is ready.
+    # Without a cached export, the server starts serving at once (torch) and switches when the
+    # ONNX export is ready.
     options = engine_options(settings, background_export=True)
-    primary = SenseVoiceEngine.load_with_fallback(settings.model, settings.fallback_model, options)
+    primary, spec = load_with_fallback(settings.model, settings.fallback_model, options)
     fallback = None
     if settings.fallback_device:
         fallback_options = engine_options(settings, device=settings.fallback_device, background_export=True)
-        fallback = SenseVoiceEngine.load(primary.info.name, fallback_options)
+        fallback = load_engine(spec, fallback_options)
     return primary, fallback
 
 

@@ -50,9 +50,8 @@ def transcribe_files(
                 known_emotion_only=known_emotion_only,
             )
         )
-    from emostt.inference.sensevoice import SenseVoiceEngine  # torch: only once the input is good
+    # The model runtime: only once the input is good.
+    from emostt.inference.serving import load_with_fallback
 
-    engine = SenseVoiceEngine.load_with_fallback(
-        settings.model, settings.fallback_model, engine_options(settings)
-    )
+    engine, _ = load_with_fallback(settings.model, settings.fallback_model, engine_options(settings))
     return [result.to_dict() for result in engine.transcribe(requests)]
