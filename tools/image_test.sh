@@ -2,7 +2,9 @@
 # Build the container image from ./Dockerfile with no image registry, run it, and check that it
 # serves a correct final for docs/samples/turn_left.wav. Not part of CI (minutes; root; buildah).
 #
-#   sudo bash tools/image_test.sh            # CPU image on a Debian bookworm base made here
+#   sudo bash tools/image_test.sh               # CPU image on a Debian bookworm base made here
+#   sudo TARGET=slim bash tools/image_test.sh   # the slim torch-free CPU image, serving the demo
+#                                               # model exported here (emostt model export)
 #
 # Steps: debootstrap a minimal Debian rootfs and import it as the base image (no registry is
 # needed), build the Dockerfile with --build-arg BASE_IMAGE=<that base> TORCH_VARIANT=cpu, run the
@@ -16,6 +18,7 @@
 #   TORCH_WHEELS=/opt/wheels      a local directory holding the CPU torch wheel, mounted into the
 #                                 build (when download.pytorch.org is unreachable); unset: index
 #   EXPECT="turn left"            expected final text
+#   TARGET=runtime                the Dockerfile target: runtime (full) or slim
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -25,8 +28,13 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 TORCH_WHEELS=${TORCH_WHEELS-/opt/wheels}
 EXPECT=${EXPECT:-turn left}
+TARGET=${TARGET:-runtime}
 BASE=localhost/emostt-base:$SUITE
-IMAGE=localhost/emostt:cpu-test
+case "$TARGET" in
+  runtime) IMAGE=localhost/emostt:cpu-test ;;
+  slim) IMAGE=localhost/emostt:cpu-slim-test ;;
+  *) echo "TARGET must be runtime or slim" >&2; exit 2 ;;
+esac
 PORT=${PORT:-18080}
 NAME=emostt-image-test
 mkdir -p "$WORK"
@@ -63,9 +71,9 @@ if ! buildah inspect --type image "$BASE" >/dev/null 2>&1; then
 fi
 
 # 2. Build. The CA bundle goes in as a secret (never into a layer); verification stays on.
-build_args=(--build-arg "BASE_IMAGE=$BASE" --build-arg TORCH_VARIANT=cpu)
+build_args=(--build-arg "BASE_IMAGE=$BASE" --build-arg TORCH_VARIANT=cpu --target "$TARGET")
 volumes=()
-if [ -n "$TORCH_WHEELS" ]; then
+if [ -n "$TORCH_WHEELS" ] && [ "$TARGET" = runtime ]; then
   build_args+=(--build-arg TORCH_FIND_LINKS=/wheels)
   volumes+=(--volume "$TORCH_WHEELS:/wheels:ro")
 fi
@@ -92,6 +100,17 @@ grep -q '"emostt","serve"' <<<"$entrypoint" || { log "FAIL: entrypoint $entrypoi
 #    tmpfs /tmp, a named /cache volume); RUNNER=buildah (default) runs the image's entrypoint with
 #    its user, env and working dir under buildah's chroot isolation, for hosts whose OCI runtime
 #    cannot start containers (e.g. no setrlimit inside a sandbox).
+# The slim image serves exported model dirs only: the demo model exported here, mounted read-only
+# (as the chart mounts its export volume).
+PY=${PYTHON:-$REPO/.venv/bin/python}
+model=demo
+mounts=()
+if [ "$TARGET" = slim ]; then
+  rm -rf "$WORK/demo-onnx"
+  "$PY" -m emostt model export demo "$WORK/demo-onnx" >"$WORK/export.log" 2>&1 || { tail -20 "$WORK/export.log"; exit 1; }
+  model=/models/demo
+  mounts=(--volume "$WORK/demo-onnx:/models/demo:ro")
+fi
 RUNNER=${RUNNER:-buildah}
 read -r -a entry < <(podman image inspect "$IMAGE" --format '{{range .Config.Entrypoint}}{{.}} {{end}}')
 ctr=""
@@ -110,16 +129,16 @@ run_start=$(date +%s)
 if [ "$RUNNER" = podman ]; then
   podman rm -f "$NAME" >/dev/null 2>&1 || true
   podman run -d --name "$NAME" --network host --read-only --tmpfs /tmp \
-    --volume emostt-image-test-cache:/cache \
-    -e EMOSTT_MODEL=demo -e EMOSTT_PORT="$PORT" "$IMAGE" >/dev/null
+    --volume emostt-image-test-cache:/cache "${mounts[@]}" \
+    -e EMOSTT_MODEL="$model" -e EMOSTT_PORT="$PORT" "$IMAGE" >/dev/null
   running() { [ "$(podman inspect "$NAME" --format '{{.State.Running}}')" = true ]; }
   logs() { podman logs "$NAME" 2>&1; }
   in_image() { podman exec "$NAME" "$@"; }
 else
   buildah rm "$NAME" >/dev/null 2>&1 || true
   ctr=$(buildah from --pull=never --name "$NAME" "$IMAGE")
-  buildah run --isolation chroot --network host -e EMOSTT_MODEL=demo -e EMOSTT_PORT="$PORT" \
-    "$ctr" -- "${entry[@]}" >"$WORK/container.log" 2>&1 &
+  buildah run --isolation chroot --network host "${mounts[@]}" -e EMOSTT_MODEL="$model" \
+    -e EMOSTT_PORT="$PORT" "$ctr" -- "${entry[@]}" >"$WORK/container.log" 2>&1 &
   server_pid=$!
   running() { kill -0 "$server_pid" 2>/dev/null; }
   logs() { cat "$WORK/container.log"; }
@@ -137,12 +156,19 @@ ready_s=$(( $(date +%s) - run_start ))
 
 # 5. Stream the sample through the shipped client and check the final; then run the image's own
 #    HEALTHCHECK command inside it.
-PY=${PYTHON:-$REPO/.venv/bin/python}
 "$PY" clients/python/stream_file.py docs/samples/turn_left.wav --url "ws://127.0.0.1:$PORT" \
   --device image-test --json >"$WORK/events.jsonl"
 final=$("$PY" -c 'import json,sys; f=[e for e in map(json.loads, open(sys.argv[1])) if e["type"]=="final"]; print(f[-1]["text"] if f else "")' "$WORK/events.jsonl")
 log "final: '$final'"
 [ "$final" = "$EXPECT" ] || { log "FAIL: expected '$EXPECT'"; exit 1; }
+emotion=$("$PY" -c 'import json,sys; f=[e for e in map(json.loads, open(sys.argv[1])) if e["type"]=="final"][-1]; e=f["emotion"]; assert e["label"] in e["scores"], e; print(e["label"])' "$WORK/events.jsonl") \
+  || { log "FAIL: the final has no emotion"; exit 1; }
+log "emotion: $emotion"
+if [ "$TARGET" = slim ]; then
+  in_image python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('torch', 'funasr')))" \
+    || { log "FAIL: the slim image has torch or funasr"; exit 1; }
+  logs | grep -q "engine: torch-free ONNX Runtime" || { log "FAIL: the slim image did not serve torch-free"; exit 1; }
+fi
 "$PY" -c 'import json,sys; t=json.loads(sys.argv[1])["Test"]; assert t[0]=="CMD", t; sys.stdout.write("\0".join(t[1:]))' \
   "$health" >"$WORK/healthcheck.cmd"
 mapfile -d '' -t health_cmd <"$WORK/healthcheck.cmd"
@@ -164,9 +190,9 @@ case "$exit_code" in 0|143) ;; *) log "FAIL: exit status $exit_code after SIGTER
 logs | grep -q 'Application shutdown complete' || { log "FAIL: no clean shutdown in the log"; exit 1; }
 
 cat >"$WORK/result.json" <<EOF
-{"image": "$IMAGE", "base": "$BASE", "runner": "$RUNNER", "size_bytes": $size_bytes,
+{"image": "$IMAGE", "target": "$TARGET", "base": "$BASE", "runner": "$RUNNER", "size_bytes": $size_bytes,
  "size_mib": $(( size_bytes / 1024 / 1024 )), "build_s": $build_s, "start_to_ready_s": $ready_s,
- "final": "$final", "healthcheck": "$healthcheck", "exit_status_after_sigterm": $exit_code,
+ "final": "$final", "emotion": "$emotion", "healthcheck": "$healthcheck", "exit_status_after_sigterm": $exit_code,
  "date": "$(date -u +%FT%TZ)", "buildah": "$(buildah --version | awk '{print $3}')"}
 EOF
 log "PASS: $(cat "$WORK/result.json")"

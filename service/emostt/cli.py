@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a self-contained ONNX model dir (int8 graph, tokenizer, CMVN, frontend settings, "
         "identity) that `emostt serve` runs on the CPU without torch",
     )
-    ex.add_argument("model", help="model dir, bundled name or hub id to export")
+    ex.add_argument(
+        "model", nargs="?", help="model dir, bundled name or hub id to export (default: the model setting)"
+    )
     ex.add_argument("out", help="the dir to write (must not exist, or be empty)")
     ex.add_argument("--hub", choices=get_args(Hub), help="model hub for hub ids (default ms)")
     ex.add_argument("--name", help="the model's name in results (default: bundled name, hub id or dir name)")

@@ -33,10 +33,30 @@ def instructions() -> list[tuple[str, str]]:
     return result
 
 
-def final_stage() -> list[tuple[str, str]]:
-    steps = instructions()
-    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
-    return steps[last_from:]
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each named stage's instructions, its FROM first."""
+    named: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            current = []
+            named[rest.split(" AS ")[-1].strip()] = current
+        current.append((keyword, rest))
+    return named
+
+
+def image_of(target: str) -> list[tuple[str, str]]:
+    """What an image built with ``--target`` has: its stage's instructions after those of the
+    stages it is built FROM (base images outside the file end the chain)."""
+    every = stages()
+    steps = every[target]
+    parent = steps[0][1].split(" AS ")[0].strip()
+    return (image_of(parent) if parent in every else []) + steps
+
+
+def default_target() -> str:
+    """The stage a build without --target produces: the file's last."""
+    return list(stages())[-1]
 
 
 def test_hadolint_reports_nothing_at_warning_level() -> None:
@@ -77,14 +97,28 @@ def test_dependencies_are_a_layer_before_the_source() -> None:
     assert "--trusted-host" not in DOCKERFILE.read_text()
 
 
-def test_the_runtime_stage_is_non_root_with_a_cache_volume_healthcheck_and_serve_entrypoint() -> None:
-    stage = final_stage()
-    keywords = dict(stage)
-    assert keywords["USER"] == "10001:10001"
-    assert json.loads(keywords["VOLUME"]) == ["/cache"]
-    assert "XDG_CACHE_HOME=/cache" in keywords["ENV"]
-    assert "/healthz" in keywords["HEALTHCHECK"]
-    assert json.loads(keywords["ENTRYPOINT"]) == ["tini", "--", "emostt", "serve"]
+def test_both_images_are_non_root_with_a_cache_volume_healthcheck_and_serve_entrypoint() -> None:
+    assert default_target() == "runtime", "a build without --target gives the full image"
+    for target in ("runtime", "slim"):
+        steps = image_of(target)
+        keywords = dict(steps)  # the last of each instruction wins, as in the image
+        assert keywords["USER"] == "10001:10001", target
+        assert steps[-1] == ("USER", "10001:10001"), f"{target}: nothing runs as root after USER"
+        assert json.loads(keywords["VOLUME"]) == ["/cache"]
+        assert "XDG_CACHE_HOME=/cache" in keywords["ENV"]
+        assert "/healthz" in keywords["HEALTHCHECK"]
+        assert json.loads(keywords["ENTRYPOINT"]) == ["tini", "--", "emostt", "serve"]
+
+
+def test_the_slim_image_gets_its_venv_from_the_torch_free_dependencies() -> None:
+    """The slim image's venv is deps-slim's, which installs pyproject.toml's dependencies less
+    [tool.emostt.slim-image] (tests/integration/test_torch_free_engine.py checks that set suffices)."""
+    slim = image_of("slim")
+    assert ("COPY", "--from=deps-slim /opt/venv /opt/venv") in slim
+    assert not [rest for keyword, rest in slim if keyword == "COPY" and rest.startswith("--from=deps ")]
+    deps_slim = " ".join(rest for _, rest in stages()["deps-slim"])
+    assert "['tool']['emostt']['slim-image']" in deps_slim and "pip install --no-deps -r" in deps_slim
+    assert "torch==" not in deps_slim
 
 
 def test_the_build_context_holds_only_what_the_image_needs() -> None:

@@ -63,6 +63,7 @@ EXPECTED_KINDS = {
     "cpu-keda": {"ScaledObject"},
     "ingress-monitoring": {"Ingress", "ServiceMonitor", "PrometheusRule"},
     "existing-secret": set(),
+    "slim": {"PersistentVolumeClaim"},
 }
 
 

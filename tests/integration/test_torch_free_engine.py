@@ -32,6 +32,7 @@ from emostt.inference.options import EngineOptions
 from emostt.inference.sensevoice import SenseVoiceEngine
 from emostt.inference.serving import load_engine
 from tests.conftest import espeak, noise_utterances
+from tests.deploy.slim import PYTHON_FLAGS, as_in_slim_image
 from tests.integration.server import free_port, pcm16, stream
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "turn_left.wav"
@@ -70,6 +71,7 @@ def exported_demo(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "exported 'demo' (revision " in done.stdout and str(out) in done.stdout
+    assert out.stat().st_mode & 0o777 == 0o755, "readable by a server running as another user"
     return out
 
 
@@ -230,12 +232,14 @@ def serve_exported(
     exported_demo: Path, tmp_path: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     """``python -X importtime -m emostt serve --model EXPORTED_DIR``: every module the process
-    imports, for its whole life, is in its log."""
+    imports, for its whole life, is in its log; it can import only what the slim image installs
+    (tests/deploy/slim.py), so it serves as the slim image would."""
     port = free_port()
     log = tmp_path / "server.log"
-    command = [sys.executable, "-X", "importtime", "-m", "emostt", "serve", "--model", str(exported_demo)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, *PYTHON_FLAGS, "-X", "importtime", "-m", "emostt", "serve"]
+    command += ["--model", str(exported_demo), "--host", "127.0.0.1", "--port", str(port)]
     env = clean_env(EMOSTT_ONNX_CACHE_DIR=str(tmp_path / "empty-cache"), EMOSTT_MAX_REALTIME_FACTOR="100")
+    env = as_in_slim_image(env, tmp_path)
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -293,6 +297,37 @@ def test_transcribe_on_an_exported_dir_never_imports_torch_or_funasr(
     modules = imported_modules(done.stderr)
     assert "emostt.inference.onnx_engine" in modules
     assert not [m for m in modules if m.split(".")[0] in ("torch", "funasr")]
+
+
+def test_without_torch_a_model_that_needs_it_is_a_clear_error(tmp_path: Path) -> None:
+    """As in the slim image: a model dir with no cached export needs torch, which is not there."""
+    command = [sys.executable, *PYTHON_FLAGS, "-m", "emostt", "transcribe", "--model", "demo", str(SAMPLE)]
+    env = as_in_slim_image(clean_env(EMOSTT_ONNX_CACHE_DIR=str(tmp_path / "empty-cache")), tmp_path)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert (
+        "cannot serve 'demo' without torch: no ONNX export of this model revision is cached yet"
+        in done.stderr
+    )
+    assert "emostt model export" in done.stderr
+
+
+def test_export_takes_the_model_setting_when_no_model_is_named(
+    exported_demo: Path, cache: Path, tmp_path: Path
+) -> None:
+    """``emostt model export OUT`` with EMOSTT_MODEL set (as the chart's export init container
+    runs it): the same export as naming the model."""
+    out = tmp_path / "from-setting"
+    done = subprocess.run(
+        [sys.executable, "-m", "emostt", "model", "export", str(out)],
+        env=clean_env(EMOSTT_ONNX_CACHE_DIR=str(cache), EMOSTT_MODEL="demo"),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / EXPORTED_MANIFEST).read_text())
+    assert manifest == json.loads((exported_demo / EXPORTED_MANIFEST).read_text())
 
 
 def test_export_refuses_to_write_over_a_dir(tmp_path: Path) -> None:

@@ -61,6 +61,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The slim image (slim.enabled): the same repository, its own tag or digest; it serves the exported
+model dir on the cache volume.
+*/}}
+{{- define "emostt.slimImage" -}}
+{{- if .Values.slim.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.slim.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default (printf "%s-slim" (include "emostt.imageTag" .)) .Values.slim.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "emostt.servingImage" -}}
+{{- if .Values.slim.enabled }}{{ include "emostt.slimImage" . }}{{ else }}{{ include "emostt.image" . }}{{ end }}
+{{- end }}
+
+{{- define "emostt.exportedModelDir" -}}
+{{- printf "%s/%s" (trimSuffix "/" .Values.cache.mountPath) (trimSuffix "/" .Values.slim.exportedModelPath) }}
+{{- end }}
+
+{{/* The cache locations, for the server and the export init container alike. */}}
+{{- define "emostt.cacheEnv" -}}
+- name: XDG_CACHE_HOME
+  value: {{ .Values.cache.mountPath | quote }}
+- name: MODELSCOPE_CACHE
+  value: {{ printf "%s/modelscope" .Values.cache.mountPath | quote }}
+- name: HF_HOME
+  value: {{ printf "%s/huggingface" .Values.cache.mountPath | quote }}
+{{- end }}
+
+{{/*
 Secrets. The chart creates one Secret (named like the release) holding the auth tokens from
 auth.tokens and/or the Redis URL from results.redis.url. With auth.existingSecret or
 results.redis.existingSecret it references that Secret instead and never renders the value.
@@ -237,6 +267,15 @@ render runs them; each message says what to change.
 {{- if lt (include "emostt.ingressTimeoutSeconds" . | float64) (.Values.config.max_session_s | float64) }}
 {{- fail (printf "emostt: ingress.nginx.timeoutSeconds (%s) is below config.max_session_s (%v): nginx would cut sessions the server still allows. Raise it or leave it null." (include "emostt.ingressTimeoutSeconds" .) .Values.config.max_session_s) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.slim.enabled .Values.gpu.enabled }}
+{{- fail "emostt: slim.enabled serves on the CPU (the slim image has no torch, so no CUDA): turn off gpu.enabled or slim.enabled." }}
+{{- end }}
+{{- if and .Values.slim.enabled (has .Values.config.backend (list "torch")) }}
+{{- fail "emostt: slim.enabled serves an exported ONNX model dir: config.backend must be auto or onnx, not torch." }}
+{{- end }}
+{{- if and .Values.slim.enabled (has .Values.config.precision (list "fp32" "fp16" "bf16")) }}
+{{- fail (printf "emostt: slim.enabled serves the int8 ONNX graph: config.precision must be auto or int8, not %s." .Values.config.precision) }}
 {{- end }}
 {{- if gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int) }}
 {{- fail "emostt: autoscaling.minReplicas is greater than autoscaling.maxReplicas." }}

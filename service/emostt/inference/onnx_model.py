@@ -153,6 +153,9 @@ def write_exported(model: OnnxModel, out: Path) -> Path:
         raise ModelLoadError(f"{out} exists and is not an empty dir; choose a new output dir")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdtemp makes the dir private (0700); an export is read by servers that may run as another
+    # user (a container mounting it read-only), like the files in it (copied with the umask).
+    staging.chmod(0o755)
     try:
         copies = {"graph": (model.graph, QUANTIZED_FILE), "tokenizer": (model.files.tokenizer, None)}
         if model.files.cmvn is not None:

@@ -107,8 +107,14 @@ def load_engine(spec: str, options: EngineOptions) -> Engine:
                 },
             )
             return engine
-    from emostt.inference.sensevoice import SenseVoiceEngine
-
+    try:
+        from emostt.inference.sensevoice import SenseVoiceEngine
+    except ModuleNotFoundError as exc:  # the slim image: no torch, no funasr
+        raise ModelLoadError(
+            f"cannot serve {spec!r} without torch: {why}; this installation has no {exc.name} (the "
+            "torch-free image serves exported model dirs only: run `emostt model export` where torch "
+            "is installed, e.g. the full image, and serve its output)"
+        ) from None
     log.info("engine: torch (%s)", why, extra={"model": spec})
     return SenseVoiceEngine.load(spec, options)
 
