@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Turn-taking benchmark: silence and semantic turn detection side by side, on real servers.
 
-The set (tools/turn_set.py): espeak-ng turns of 1-3 phrases in six voices and four speeds; inside
+The set (tools/turn_set.py; ``--tts`` picks its speech, espeak-ng by default, or pico, piper or
+both of those: natural): turns of 1-3 phrases in several voices and four speeds; inside
 a turn, fragments said with continuation intonation ("I'd like to order a,") are followed by
 300-1,500 ms pauses; every turn ends in "." or "?"; 3 s of room noise between turns. Each policy
 streams the whole set in real time (100 ms PCM frames) over /ws/stt to its own ``emostt serve``
@@ -653,6 +654,7 @@ def main() -> None:
     parser.add_argument("--backend", default=None)
     parser.add_argument("--turns", type=int, default=48, help="turns in the set (1-120)")
     parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument("--tts", default="espeak", choices=turn_set.TTS, help="the set's speech")
     parser.add_argument("--silence", nargs="*", type=int, default=[300, 500, 800, 1200])
     parser.add_argument(
         "--semantic",
@@ -688,7 +690,7 @@ def main() -> None:
         parser.error("--max-silence-ms must stay under the 3 s between turns")
     policies = [silence_policy(ms) for ms in args.silence]
     policies += [semantic_policy(s, args.max_silence_ms) for s in args.semantic]
-    full = turn_set.build(args.turns, args.seed)
+    full = turn_set.build(args.turns, args.seed, tts=args.tts)
     print(json.dumps(full.summary()), flush=True)
     report: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -696,7 +698,12 @@ def main() -> None:
         "command": shlex.join(["python", *sys.argv]),
         "revision": git_revision(),
         "model": args.model,
-        "set": {**full.summary(), "seed": args.seed, "turn_list": [t.describe() for t in full.turns]},
+        "set": {
+            **full.summary(),
+            "seed": args.seed,
+            "tts": args.tts,
+            "turn_list": [t.describe() for t in full.turns],
+        },
         "max_silence_ms": args.max_silence_ms,
     }
     rows: list[dict[str, Any]] = []
@@ -719,7 +726,8 @@ def main() -> None:
 
 def plot_title(report: dict[str, Any]) -> str:
     return (
-        f"{report['set']['turns']} espeak-ng turns, model {report['model']}, {report['date']}\n"
+        f"{report['set']['turns']} {report['set'].get('tts', 'espeak')} turns, model {report['model']}, "
+        f"{report['date']}\n"
         f"every policy at once, each on its own server; semantic: max silence {report['max_silence_ms']} ms"
     )
 
