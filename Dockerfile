@@ -133,7 +133,8 @@ out.joinpath('smart-turn-LICENSE').write_bytes(wheel.read(next(n for n in wheel.
 
 # ---------------------------------------------------------------------------------------------
 # app: what both runtime images share: the turn model, the environment, the volume, the
-# healthcheck and the entrypoint. The final stages add a venv and the package.
+# healthcheck and the entrypoint. The final stages add a venv and the package (copied, not
+# bind-mounted: buildah cannot bind-mount a stage it took from its layer cache).
 FROM base AS app
 COPY --from=turn-model /opt/emostt/models /opt/emostt/models
 # Hub downloads (ModelScope, Hugging Face) and the ONNX export cache all go under /cache: mount a
@@ -159,8 +160,9 @@ ENTRYPOINT ["tini", "--", "emostt", "serve"]
 # slim: the torch-free CPU image, for exported model dirs (--target slim).
 FROM app AS slim
 COPY --from=deps-slim /opt/venv /opt/venv
-RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
-    pip install --no-deps --no-index --no-cache-dir /dist/*.whl; \
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl; \
+    rm -rf /tmp/dist; \
     emostt --help >/dev/null
 USER 10001:10001
 
@@ -168,7 +170,8 @@ USER 10001:10001
 # runtime (the default target): torch and funasr, for GPUs, hub ids and the ONNX export.
 FROM app AS runtime
 COPY --from=deps /opt/venv /opt/venv
-RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \
-    pip install --no-deps --no-index --no-cache-dir /dist/*.whl; \
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl; \
+    rm -rf /tmp/dist; \
     emostt --help >/dev/null
 USER 10001:10001
