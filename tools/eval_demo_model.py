@@ -9,7 +9,8 @@ emotion confusion matrix, through the production engine (batched, language ``aut
 
 ``--phone mulaw|alaw``: every clip goes through what a call does to it first: sox resamples it to
 8 kHz and encodes it as G.711 (the phone network), and the server's own decoder and resampler
-bring it back to 16 kHz (what /ws/stt?encoding=mulaw&sample_rate=8000 does).
+bring it back to 16 kHz (what /ws/stt?encoding=mulaw&sample_rate=8000 does; tools/phone_line.py,
+the same line the training's phone copies go through).
 """
 
 from __future__ import annotations
@@ -17,21 +18,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from emostt.audio import decode_samples, resample
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
 from emostt.inference.sensevoice import EngineOptions, SenseVoiceEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data
+from phone_line import SOX_G711, through_phone
 
 
 def normalise(text: str) -> list[str]:
@@ -103,22 +101,6 @@ def markdown(report: dict[str, Any]) -> str:
     for truth, row in m["emotion_confusion"].items():
         lines.append(f"| {truth} | " + " | ".join(str(v) for v in row.values()) + " |")
     return "\n".join(lines)
-
-
-SOX_G711 = {"mulaw": "mu-law", "alaw": "a-law"}
-
-
-def through_phone(audio: np.ndarray, encoding: str) -> np.ndarray:
-    """16 kHz float32 -> sox (8 kHz G.711, as a phone network) -> the server's decoder -> 16 kHz."""
-    pcm = (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
-    source = ["-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1", "-"]
-    coded = subprocess.run(
-        ["sox", *source, "-t", "raw", "-r", "8000", "-e", SOX_G711[encoding], "-b", "8", "-"],
-        input=pcm,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return resample(decode_samples(coded, encoding), 8000)
 
 
 def main() -> None:

@@ -6,7 +6,10 @@ prosody styles standing in for emotions, background music and non-speech clips).
 is funasr's ``SenseVoiceSmall`` class with the same frontend (80 mel, LFR 7/6, CMVN), the
 same four query frames and the same rich-tag targets ``<|lang|><|EMO|><|Event|><|itn|>`` +
 text as the real model: CTC on the speech frames, cross-entropy on the four query frames.
-The result is a model dir funasr's ``AutoModel`` loads, written to
+With ``--phone-share F`` a seeded share F of the clips also goes in as a phone call carries it
+(8 kHz G.711 µ-law or A-law and back, ``tools/phone_line.py``), so the model can serve calls
+too; the bundled build has none (0, the default; docs/BENCHMARKS.md, "Phone audio", has a
+try). The result is a model dir funasr's ``AutoModel`` loads, written to
 ``service/emostt/models/demo`` by default.
 
 CPU only and reproducible (fixed seeds, pinned voices, single-threaded data order):
@@ -44,6 +47,7 @@ from emostt.inference.tokenizer_builder import CONTROL_PIECES, RICH_BLOCK_SIZE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data
+from phone_line import through_phone
 
 SEED = 20261121
 RICH_FRAME_WEIGHTS = torch.tensor([1.0, 3.0, 1.0, 1.0])  # language, emotion, event, text norm
@@ -75,6 +79,15 @@ def with_random_silence(audio: np.ndarray, rng: np.random.Generator) -> np.ndarr
     level = 0.0 if rng.random() < 0.25 else 10 ** (rng.uniform(-70, -55) / 20)
     pad = (rng.standard_normal(lead + tail) * level).astype(np.float32)
     return np.concatenate((pad[:lead], audio, pad[lead:]))
+
+
+def phone_copies(count: int, share: float, rng: np.random.Generator) -> list[tuple[int, str]]:
+    """(clip index, G.711 law) for the clips that also go in through a phone line (8 kHz G.711,
+    half µ-law, half A-law, back to 16 kHz): without them the model knows only wideband speech
+    and reads almost nothing of a call, whose audio stops at 4 kHz."""
+    picked = np.flatnonzero(rng.random(count) < share)
+    laws = rng.choice(["mulaw", "alaw"], size=len(picked))
+    return [(int(i), str(law)) for i, law in zip(picked, laws, strict=True)]
 
 
 def extract_features(audios: list[np.ndarray]) -> list[torch.Tensor]:
@@ -184,6 +197,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("service/emostt/models/demo"))
     parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument(
+        "--phone-share", type=float, default=0.0, help="share of clips also trained through a phone line"
+    )
     parser.add_argument("--batch-frames", type=int, default=1600, help="padded LFR frames per batch")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N clips (smoke runs)")
@@ -207,7 +223,14 @@ def main() -> None:
     sp = spm.SentencePieceProcessor(model_file=str(work / BPE_MODEL_NAME))
 
     silence_rng = np.random.default_rng(SEED)
-    raw = extract_features([with_random_silence(c.audio, silence_rng) for c in clips])
+    audios = [with_random_silence(c.audio, silence_rng) for c in clips]
+    # Copies rather than replacements: the wideband clips stay exactly what they were. The
+    # line comes after the silence, as a call carries the pauses around an utterance too.
+    phone = phone_copies(len(clips), args.phone_share, np.random.default_rng(SEED + 1))
+    audios += [through_phone(with_random_silence(clips[i].audio, silence_rng), law) for i, law in phone]
+    clips += [clips[i] for i, _ in phone]
+    print(f"{len(phone)} phone copies ({time.monotonic() - started:.0f}s)", flush=True)
+    raw = extract_features(audios)
     stacked = torch.cat(raw)
     mean, std = stacked.mean(0), stacked.std(0).clamp_min(1e-3)
     examples = [
@@ -268,6 +291,7 @@ def main() -> None:
         "seed": SEED,
         "epochs": args.epochs,
         "clips": len(clips),
+        "phone_copies": len(phone),
         "parameters": params,
         "espeak_ng": demo_data.espeak_version(),
         "train_seconds": round(time.monotonic() - started),
