@@ -4,7 +4,8 @@
 Times everything ``transcribe`` does after the encoder pass (the greedy reductions, and for a
 request with keyterms the top-k of its text frames, the biased beam search, the alignment and
 the matches) for one 5 s utterance at a time with 0, 10 and 100 keyterms, on both engines'
-paths: ``torch`` (``SenseVoiceEngine.results_from_logits``, reductions in torch) and ``numpy``
+paths: ``torch`` (``SenseVoiceEngine.results_from_logits``: on a CPU, the numpy reductions below on
+the torch tensor's memory; torch reductions are its GPU path) and ``numpy``
 (the torch-free CPU engine's ``ctc_batch.reduce_logits`` and ``decode_batch``). The posteriors
 are real: the demo model's CTC output on held-out espeak-ng phrases joined into 5 s utterances
 (tools/demo_data.py). Their rows are widened to SenseVoiceSmall's 25,055 tokens (``--vocab``)

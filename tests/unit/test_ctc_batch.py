@@ -1,5 +1,5 @@
 """The torch-free engine's numpy reductions (``ctc_batch.reduce_logits``) against the torch
-engine's own (``SenseVoiceEngine.results_from_logits`` and ``_text_top``) on the same logits:
+engine's device reductions (``SenseVoiceEngine._reduce_on_device``, torch as on a GPU) on the same logits:
 the same arrays, and the same results through the one shared ``decode_batch``."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def torch_reductions(logits: np.ndarray, blank_id: int, rich_ids: list[int]) -> 
     lse = torch.logsumexp(x, dim=-1)
     best, ids = x.max(dim=-1)
     query = x[:, :QUERY_FRAMES].index_select(-1, torch.tensor(rich_ids)) - lse[:, :QUERY_FRAMES, None]
-    return [t.numpy() for t in (ids, best - lse, x[..., blank_id] - lse, query, lse)]
+    return [t.numpy() for t in (ids, best - lse, x[..., blank_id] - lse, query, lse, best)]
 
 
 @pytest.mark.parametrize("vocab", [354, 25055])
@@ -52,19 +52,21 @@ def test_the_arrays_equal_torchs_on_the_valid_frames(vocab: int) -> None:
     lens = np.array([61, 23, 5], dtype=np.int32)
     rich_ids = list(range(vocab - 30, vocab - 4))
     batch = reduce_logits(logits, lens, 0, rich_ids, keyed=[0, 1, 2])
-    ids, best, blank, query, lse = torch_reductions(logits, 0, rich_ids)
+    ids, best, blank, query, lse, best_logit = torch_reductions(logits, 0, rich_ids)
     for i, n in enumerate(lens):
         np.testing.assert_array_equal(batch.best_ids[i, :n], ids[i, :n])
         np.testing.assert_allclose(batch.best_logp[i, :n], best[i, :n], atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(batch.blank_logp[i, :n], blank[i, :n], atol=TOLERANCE, rtol=0)
         np.testing.assert_allclose(batch.query_logp[i], query[i], atol=TOLERANCE, rtol=0)
-    # The top-k of each keyed row, against the torch engine's own method.
+    # The top-k of each keyed row, against the torch engine's device method (``topk``, as on a
+    # GPU; on the CPU that engine uses ``text_top_k`` too).
     stub = SimpleNamespace(vocab=SimpleNamespace(blank_id=0))
-    top_ids, top_logp = SenseVoiceEngine._text_top(
+    top_ids, top_logp = SenseVoiceEngine._text_top_device(
         stub,  # type: ignore[arg-type]
         torch.from_numpy(logits),
         torch.from_numpy(lse),
         torch.from_numpy(blank),
+        torch.from_numpy(best_logit),
         [0, 1, 2],
     )
     first = batch.text_top[0][1]
@@ -118,13 +120,15 @@ def results_both_ways(
         _tokenizer=SimpleNamespace(sp=sp),
         keyterm_graphs=graphs,
     )
-    engine._text_top = lambda *args: SenseVoiceEngine._text_top(engine, *args)  # type: ignore[arg-type]
-    theirs = SenseVoiceEngine.results_from_logits(
+    engine._text_top_device = lambda *args: SenseVoiceEngine._text_top_device(engine, *args)  # type: ignore[arg-type]
+    # The device reductions (torch, as on a GPU): on the CPU that engine uses ``reduce_logits``.
+    batch = SenseVoiceEngine._reduce_on_device(
         engine,  # type: ignore[arg-type]
-        requests,
         torch.from_numpy(logits),
         torch.from_numpy(lens),
+        keyed,
     )
+    theirs = decode_batch(requests, batch, vocab, sp, graphs)
     return mine, theirs
 
 

@@ -32,7 +32,7 @@ import torch
 
 from emostt.errors import ModelLoadError, OutOfMemoryError
 from emostt.inference.beam_search import PRUNE, TOP_K
-from emostt.inference.ctc_batch import CtcBatch, decode_batch, record_decodes
+from emostt.inference.ctc_batch import CtcBatch, decode_batch, record_decodes, reduce_logits
 from emostt.inference.engine import ModelInfo, TranscriptionRequest, TranscriptionResult
 from emostt.inference.features import Features
 from emostt.inference.keyterms import KeytermGraphs
@@ -266,6 +266,20 @@ class SenseVoiceEngine:
     ) -> list[TranscriptionResult]:
         """What ``transcribe`` does after the encoder pass: CTC logits (B, T+4, V) and valid
         lengths to results (greedy, or biased decoding for requests with keyterms)."""
+        keyed = [i for i, r in enumerate(requests) if r.keyterms]
+        if logits.device.type == "cpu":
+            # The torch-free engine's numpy reductions, on the same memory: faster than torch's
+            # on the CPU (ctc_batch.py's measurements), so both CPU engines share one path.
+            batch = reduce_logits(
+                logits.float().numpy(), lens.numpy(), self.vocab.blank_id, self._rich_ids, keyed
+            )
+        else:
+            batch = self._reduce_on_device(logits, lens, keyed)
+        return decode_batch(requests, batch, self.vocab, self._tokenizer.sp, self.keyterm_graphs)
+
+    def _reduce_on_device(self, logits: torch.Tensor, lens: torch.Tensor, keyed: list[int]) -> CtcBatch:
+        """``reduce_logits`` with torch on the logits' device (a GPU's), so that only the compact
+        arrays cross to the host."""
         started = time.perf_counter()
         lse = torch.logsumexp(logits, dim=-1)
         best_logit, best_ids = logits.max(dim=-1)
@@ -274,23 +288,29 @@ class SenseVoiceEngine:
         query_logp = logits[:, :QUERY_FRAMES].index_select(-1, self._rich_index)
         query_logp = query_logp - lse[:, :QUERY_FRAMES, None]
         host = [t.cpu().numpy() for t in (best_ids, best_logp, blank_logp, query_logp, lens)]
-        keyed = {i: row for row, i in enumerate(i for i, r in enumerate(requests) if r.keyterms)}
         reduced = time.perf_counter()
-        top = self._text_top(logits, lse, blank_logp, list(keyed)) if keyed else None
+        top = self._text_top_device(logits, lse, blank_logp, best_logit, keyed) if keyed else None
         shared = (reduced - started, time.perf_counter() - reduced)
         ids, best, blank, query, out_lens = host
-        cut = {i: int(out_lens[i]) - QUERY_FRAMES for i in keyed}
-        text_top = {i: (top[0][row, : cut[i]], top[1][row, : cut[i]]) for i, row in keyed.items() if top}
-        batch = CtcBatch(ids, best, blank, query, out_lens, self._rich_ids, text_top, *shared)
-        return decode_batch(requests, batch, self.vocab, self._tokenizer.sp, self.keyterm_graphs)
+        text_top = {}
+        for row, i in enumerate(keyed):
+            if top is not None:
+                cut = int(out_lens[i]) - QUERY_FRAMES
+                text_top[i] = (top[0][row, :cut], top[1][row, :cut])
+        return CtcBatch(ids, best, blank, query, out_lens, self._rich_ids, text_top, *shared)
 
-    def _text_top(
-        self, logits: torch.Tensor, lse: torch.Tensor, blank_logp: torch.Tensor, rows: list[int]
+    def _text_top_device(
+        self,
+        logits: torch.Tensor,
+        lse: torch.Tensor,
+        blank_logp: torch.Tensor,
+        best_logit: torch.Tensor,
+        rows: list[int],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k token ids and log-probs of the text frames of ``rows`` (ascending) only, (len(rows),
-        T, k) on the host. Frames where no token but blank can come within ``PRUNE`` nats of
-        the best (the non-blank mass is that far below blank: most CTC frames) are not sorted;
-        they hold blank ids and -inf, which the beam search reads as blank-only frames."""
+        """``ctc_batch.text_top_k`` with torch on the logits' device, for the text frames of
+        ``rows`` (ascending) only, (len(rows), T, k) on the host: ``topk`` of the active frames'
+        rows, then the same ``PRUNE`` cut. Frames where no token but blank can come within
+        ``PRUNE`` nats of the best are not sorted; they hold blank ids and -inf."""
         index = torch.tensor(rows, dtype=torch.long, device=logits.device)
         blank = blank_logp.index_select(0, index)[:, QUERY_FRAMES:]
         active = torch.log1p(-torch.exp(blank)) >= blank - PRUNE
@@ -301,7 +321,9 @@ class SenseVoiceEngine:
             # Only the active frames' rows are gathered: no copy of the full (rows, T, V) logits.
             where = torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)
             where[index, QUERY_FRAMES:] = active
-            best_logit, best_ids = logits[where].topk(k, dim=-1)
-            top_ids[active] = best_ids
-            top_logp[active] = best_logit - lse[where][:, None]
+            values, ids = logits[where].topk(k, dim=-1)
+            # As on the host: a token more than PRUNE below its frame's best is no candidate.
+            keep = values >= (best_logit[where] - PRUNE)[:, None]
+            top_ids[active] = torch.where(keep, ids, self.vocab.blank_id)
+            top_logp[active] = torch.where(keep, values - lse[where][:, None], float("-inf"))
         return top_ids.cpu().numpy(), top_logp.cpu().numpy()
