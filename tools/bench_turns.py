@@ -8,8 +8,9 @@ a turn, fragments said with continuation intonation ("I'd like to order a,") are
 streams the whole set in real time (100 ms PCM frames) over /ws/stt to its own ``emostt serve``
 (127.0.0.1, a free port), all policies at once, each from another turn of the set so that their
 pauses do not fall together; a policy is the session's ``config`` message:
-``silence-N`` sets ``vad.silence_duration_ms`` N; ``semantic-E[:T]`` sets ``turn_detection``
-``{"type": "semantic", "eagerness": E, "threshold": T, "max_silence_ms": --max-silence-ms}``.
+``silence-N`` sets ``vad.silence_duration_ms`` N; ``semantic-E[:T][@P]`` sets ``turn_detection``
+``{"type": "semantic", "eagerness": E, "threshold": T, "max_silence_ms": --max-silence-ms}``
+(and ``"min_pause_ms": P``, the pause at which the model is first asked; 200 by default).
 
 Per policy:
 
@@ -83,11 +84,15 @@ def silence_policy(ms: int) -> Policy:
 
 
 def semantic_policy(spec: str, max_silence_ms: int) -> Policy:
-    """``E`` or ``E:T``: an eagerness (low, medium, high) and optionally its own threshold."""
-    eagerness, _, threshold = spec.partition(":")
+    """``E``, ``E:T``, ``E@P`` or ``E:T@P``: an eagerness (low, medium, high), optionally its own
+    threshold and its own minimum pause (ms)."""
+    head, _, pause = spec.partition("@")
+    eagerness, _, threshold = head.partition(":")
     turn: dict[str, Any] = {"type": "semantic", "eagerness": eagerness, "max_silence_ms": max_silence_ms}
     if threshold:
         turn["threshold"] = float(threshold)
+    if pause:
+        turn["min_pause_ms"] = int(pause)
     return Policy(f"semantic-{spec}", {"turn_detection": turn})
 
 
@@ -565,7 +570,8 @@ def point_label(row: dict[str, Any]) -> str:
     turn = row["config"].get("turn_detection")
     if turn is None:
         return str(row["config"]["vad"]["silence_duration_ms"])
-    return f"{turn.get('threshold') or EAGERNESS_THRESHOLD[turn['eagerness']]:g}"
+    label = f"{turn.get('threshold') or EAGERNESS_THRESHOLD[turn['eagerness']]:g}"
+    return label + (f" @{turn['min_pause_ms']}" if "min_pause_ms" in turn else "")
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -660,7 +666,7 @@ def main() -> None:
         "--semantic",
         nargs="*",
         default=["high", "medium", "medium:0.6", "low", "low:0.85", "low:0.95"],
-        help="E or E:T",
+        help="E, E:T, E@P or E:T@P (P: its minimum pause, ms)",
     )
     parser.add_argument("--max-silence-ms", type=int, default=2000, help="semantic policies' longest wait")
     parser.add_argument("--load-model", default=None, help="model of the load part (skipped without)")

@@ -23,6 +23,7 @@ from emostt.inference.loading import auto_backend, check_backend
 from emostt.inference.onnx_cache import COMPLETE_MARKER, QUANTIZED_FILE, cached_export, remove_stale_staging
 from emostt.inference.onnx_export import export_in_subprocess
 from emostt.inference.sensevoice import EXPORT_THREAD_NAME, EngineOptions, SenseVoiceEngine
+from emostt.server.planning import CPU_ONNX_MAX_PADDED_SECONDS
 from tests.conftest import espeak
 from tests.integration.server import pcm16, running_server, service_settings, stream
 
@@ -189,14 +190,14 @@ def test_unsupported_backend_settings_are_refused_clearly(
         SenseVoiceEngine.load("demo", options)
 
 
-async def test_the_server_streams_finals_from_the_onnx_engine_one_utterance_per_batch(
+async def test_the_server_streams_finals_from_the_onnx_engine_in_short_batches(
     onnx_engine: SenseVoiceEngine, phrases: list[tuple[str, np.ndarray]]
 ) -> None:
     silence = np.zeros(16_000, dtype=np.float32)
     audio = np.concatenate([silence, phrases[0][1], silence, phrases[1][1], silence])
     with running_server(service_settings(), onnx_engine) as srv:
         state = srv.uvicorn_server.config.app.state.emostt
-        assert state.batcher.max_batch_size() == 1
+        assert state.batcher.max_padded_seconds() == CPU_ONNX_MAX_PADDED_SECONDS
         transcript = await stream(srv.ws_url("robot-1"), pcm16(audio))
     assert [f["text"] for f in transcript.of("final")] == [phrases[0][0], phrases[1][0]]
     assert not transcript.of("error")

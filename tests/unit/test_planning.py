@@ -7,8 +7,9 @@ from pathlib import Path
 from emostt.inference.threads import LOW_PRIORITY_NICE, lower_thread_priority
 from emostt.machine import cgroup_cpu_limit, nvidia_gpu_present, usable_cores
 from emostt.server.planning import (
-    DEFAULT_MAX_BATCH_SIZE,
-    default_max_batch_size,
+    CPU_ONNX_MAX_PADDED_SECONDS,
+    DEFAULT_MAX_PADDED_SECONDS,
+    default_max_padded_seconds,
     frontend_processes,
     worker_plan,
 )
@@ -72,10 +73,10 @@ def test_lower_thread_priority_nices_only_the_calling_thread() -> None:
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before, "the caller is untouched"
 
 
-def test_batches_default_to_one_utterance_only_for_onnx_on_cpu() -> None:
-    assert default_max_batch_size("cpu", "onnx") == 1
-    assert default_max_batch_size("cpu", "torch") == DEFAULT_MAX_BATCH_SIZE > 1
-    assert default_max_batch_size("cuda:0", "torch") == DEFAULT_MAX_BATCH_SIZE
+def test_only_onnx_on_cpu_keeps_batches_to_short_utterances() -> None:
+    assert default_max_padded_seconds("cpu", "onnx") == CPU_ONNX_MAX_PADDED_SECONDS == 8.0
+    assert default_max_padded_seconds("cpu", "torch") == DEFAULT_MAX_PADDED_SECONDS
+    assert default_max_padded_seconds("cuda:0", "torch") == DEFAULT_MAX_PADDED_SECONDS
 
 
 def test_one_front_end_process_on_cpu_and_one_per_two_spare_cores_on_cuda() -> None:

@@ -71,7 +71,8 @@ class BatcherConfig:
     # A number, or a callable read at every batch (the engine's best size may change while
     # serving, e.g. when it switches to the ONNX encoder).
     max_batch_size: int | Callable[[], int] = 16
-    max_padded_seconds: float = 160.0
+    # Batch size x longest utterance, in seconds; a number or a callable, as max_batch_size.
+    max_padded_seconds: float | Callable[[], float] = 160.0
     # Partial batches stay short so their worker is soon free for the next final.
     max_partial_padded_seconds: float = 8.0
     max_waiting: int = 256
@@ -194,6 +195,10 @@ class Batcher:
         size = self.config.max_batch_size
         return size() if callable(size) else size
 
+    def max_padded_seconds(self) -> float:
+        seconds = self.config.max_padded_seconds
+        return seconds() if callable(seconds) else seconds
+
     def final_wait_s(self) -> float:
         """How long finals wait now: the oldest waiting final's age, or a recent final's wait
         decayed by the time since (so the signal fades within seconds once load ends)."""
@@ -311,7 +316,7 @@ class Batcher:
             chosen = pick_batch(
                 waiting,
                 self._fair_share(role, runnable, max_batch),
-                int(cfg.max_padded_seconds * SAMPLE_RATE),
+                int(self.max_padded_seconds() * SAMPLE_RATE),
                 max_partial_padded_samples=int(cfg.max_partial_padded_seconds * SAMPLE_RATE),
             )
             batch = [eligible[i] for i in chosen]

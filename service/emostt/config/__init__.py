@@ -51,7 +51,9 @@ class EngineSettings(BaseSettings):
     )
     threads: PositiveCount | None = Field(
         None,
-        description="Torch intra-op threads per model worker; default: usable cores / model_workers.",
+        description="Torch intra-op threads per model worker (default: usable cores / model_workers); "
+        "with ONNX Runtime on the CPU, the intra-op threads of the encoder's one session (default 1: "
+        "each model worker runs its calls on its own thread; more make one pool the workers share).",
     )
     backend: Backend = Field(
         "auto",
@@ -175,13 +177,12 @@ class Settings(EngineSettings):
         True,
         description="Decode each final during the endpointing silence (discarded if speech resumes).",
     )
-    max_batch_size: PositiveCount | None = Field(
+    max_batch_size: PositiveCount | None = Field(None, description="Utterances per engine batch; default 16.")
+    max_padded_seconds: Annotated[float, Field(gt=0)] | None = Field(
         None,
-        description="Utterances per engine batch; default 16, or 1 with the onnx backend on CPU, where "
-        "larger batches were measured to add latency without adding throughput (docs/BENCHMARKS.md).",
-    )
-    max_padded_seconds: float = Field(
-        160.0, gt=0, description="Batch size x longest utterance cap, in audio seconds."
+        description="Batch size x longest utterance cap, in audio seconds; default 160, or 8 with the onnx "
+        "backend on CPU, where batching short utterances saves compute and long ones gain nothing "
+        "(docs/engine.md, 'CPU threads').",
     )
     max_waiting: int = Field(
         512, ge=1, description="Utterances waiting for the model before new ones are refused."

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostt.errors import ModelLoadError
+from emostt.inference.ort_session import CPU_PROVIDERS, session_options
 
 
 class OnnxEncoder:
@@ -28,12 +29,8 @@ class OnnxEncoder:
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(threads, 1)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(path), session_options(threads), providers=CPU_PROVIDERS)
         except Exception as exc:
             raise ModelLoadError(f"cannot load ONNX encoder {path}: {exc}") from exc
         self.path = path

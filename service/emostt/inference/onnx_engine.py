@@ -45,7 +45,8 @@ BACKEND = "onnx"
 
 
 class OnnxEngine:
-    """The torch-free engine. ``threads``: ONNX Runtime intra-op threads per call."""
+    """The torch-free engine. ``threads``: the intra-op threads of its one ONNX Runtime session,
+    whose pool concurrent calls share (``ort_session.py``)."""
 
     def __init__(self, model: OnnxModel, threads: int = 1, pad_multiple: int = 1) -> None:
         import sentencepiece

@@ -55,6 +55,7 @@ from emostt.inference.onnx_cache import (
 )
 from emostt.inference.onnx_encoder import OnnxEncoder
 from emostt.inference.options import EngineOptions
+from emostt.inference.ort_session import encoder_threads
 from emostt.inference.passes import EncoderPass, OnnxPass, TorchPass, dtype_of, serving_torch_model
 from emostt.inference.revision import SHORT_REVISION, model_revision
 from emostt.inference.rich_tokens import (
@@ -144,7 +145,7 @@ class SenseVoiceEngine:
         cache_root = Path(opts.onnx_cache_dir) if opts.onnx_cache_dir else default_cache_root()
         # By content: a fine-tune with the same config and size is another revision.
         revision = model_revision(model_dir, cache_root / DIGESTS_DIR) if has_dir else None
-        onnx_threads = opts.threads or 1
+        onnx_threads = encoder_threads(opts.threads)
         wants_onnx = opts.backend == "onnx" or (
             opts.backend == "auto" and auto_backend(device, precision) == "onnx"
         )

@@ -32,6 +32,7 @@ from emostt.inference.onnx_cache import DIGESTS_DIR, default_cache_root
 from emostt.inference.onnx_engine import OnnxEngine
 from emostt.inference.onnx_model import OnnxModel, cached_model, read_exported
 from emostt.inference.options import EngineOptions
+from emostt.inference.ort_session import encoder_threads
 from emostt.machine import nvidia_gpu_present
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def load_engine(spec: str, options: EngineOptions) -> Engine:
     model, why = torch_free_model(spec, options)
     if model is not None:
         try:
-            engine = OnnxEngine(model, options.threads or 1, options.pad_multiple)
+            engine = OnnxEngine(model, encoder_threads(options.threads), options.pad_multiple)
         except ModelLoadError as exc:
             if model.origin != "ONNX cache":
                 raise

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emostt.inference.ort_session import CPU_PROVIDERS, session_options
 from emostt.vocabulary import SAMPLE_RATE, VAD_FRAME_SAMPLES
 
 CONTEXT_SAMPLES = 64  # Silero VAD at 16 kHz sees the previous 64 samples with each frame
@@ -48,11 +49,8 @@ class SileroVad:
     def __init__(self) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         self._session: Any = ort.InferenceSession(
-            str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path()), sess_options=session_options(1), providers=CPU_PROVIDERS
         )
 
     def step(self, streams: list[VadStream], frames: FloatArray) -> FloatArray:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from emostt.inference.ort_session import CPU_PROVIDERS, session_options
 from emostt.inference.turn_features import FloatArray, turn_feature_batch
 from emostt.vocabulary.turn_model import PIPECAT_TURN_MODEL_PARTS
 
@@ -62,14 +63,9 @@ class SmartTurn:
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = path
         self._session: Any = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(path), sess_options=session_options(1), providers=CPU_PROVIDERS
         )
 
     def predict(self, audios: list[FloatArray]) -> list[float]:

@@ -22,13 +22,14 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as redis_async
-from redis.exceptions import RedisError
 
 from emostt.observability import metrics
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis_async
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,13 @@ class ResultsPublisher:
     """Appends session events to Redis Streams in the background; see the module docstring."""
 
     def __init__(self, config: PublisherConfig, client: redis_async.Redis | None = None) -> None:
+        # Imported here: redis costs a server that publishes nothing half a second of start-up.
+        from redis.asyncio import Redis
+        from redis.exceptions import RedisError
+
         self.config = config
-        self._client = client or redis_async.Redis.from_url(
+        self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
+        self._client = client or Redis.from_url(
             config.url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=30
         )
         self._buffer: deque[_Pending] = deque()
@@ -110,7 +116,7 @@ class ResultsPublisher:
             log.warning("results not published at shutdown", extra={"dropped": len(self._buffer)})
             metrics.RESULTS_PUBLISHED.labels("dropped").inc(len(self._buffer))
             self._buffer.clear()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*self._errors):
             await self._client.aclose()
 
     async def _run(self) -> None:
@@ -125,7 +131,7 @@ class ResultsPublisher:
             batch = [self._buffer[i] for i in range(min(BATCH_LIMIT, len(self._buffer)))]
             try:
                 await self._write(batch)
-            except (RedisError, OSError) as exc:
+            except self._errors as exc:
                 metrics.RESULTS_PUBLISHED.labels("retried").inc(len(batch))
                 if not self._failing:
                     self._failing = True

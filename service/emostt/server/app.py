@@ -71,16 +71,24 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.auth_tokens:
             log.warning("NO AUTH TOKENS CONFIGURED: any client can connect (set EMOSTT_AUTH_TOKENS)")
+        # The VAD and the turn model load beside the model (another core): ready sooner.
+        side_models = asyncio.ensure_future(asyncio.to_thread(_start_side_models, settings))
         batcher: BatchService
-        if remote is not None:
-            remote.start()  # the model process reports its readiness through it
-            batcher = remote
-        else:
-            batcher = await start_batcher(settings, engine, fallback)
+        try:
+            if remote is not None:
+                remote.start()  # the model process reports its readiness through it
+                batcher = remote
+            else:
+                batcher = await start_batcher(settings, engine, fallback)
+        except BaseException:
+            await _stop_side_models(side_models)
+            raise
         state.batcher = batcher
-        state.vad = VadBatcher()
-        state.vad.start()
-        state.turns = _start_turn_model(settings)
+        try:
+            state.vad, state.turns = await side_models
+        except BaseException:
+            await asyncio.to_thread(batcher.stop)
+            raise
         state.results = _make_results_publisher(settings)
         state.ready = True
         log.info("ready", extra={"model": batcher.model.name if batcher.model else "(model process)"})
@@ -105,6 +113,28 @@ def create_app(
         app.add_api_websocket_route(carrier.path, phone_endpoint(carrier))
     web.install(app, settings)  # the browser page at / (settings.web_ui)
     return app
+
+
+def _start_side_models(settings: Settings) -> tuple[VadBatcher, TurnBatcher | None]:
+    """The VAD's and the turn model's workers, started."""
+    vad = VadBatcher()
+    vad.start()
+    try:
+        return vad, _start_turn_model(settings)
+    except BaseException:
+        vad.stop()
+        raise
+
+
+async def _stop_side_models(side_models: asyncio.Future[tuple[VadBatcher, TurnBatcher | None]]) -> None:
+    """Stop what ``_start_side_models`` started, once it is done (the start-up failed elsewhere)."""
+    try:
+        vad, turns = await side_models
+    except Exception:  # its own failure: nothing of it is running
+        return
+    vad.stop()
+    if turns is not None:
+        turns.stop()
 
 
 def _start_turn_model(settings: Settings) -> TurnBatcher | None:

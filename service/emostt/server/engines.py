@@ -16,7 +16,7 @@ from emostt.inference.engine import Engine, TranscriptionRequest
 from emostt.inference.options import EngineOptions
 from emostt.inference.threads import lower_thread_priority, set_thread_count
 from emostt.policy.retry import ResilientRunner, RetryConfig
-from emostt.server.planning import default_max_batch_size, worker_plan
+from emostt.server.planning import DEFAULT_MAX_BATCH_SIZE, default_max_padded_seconds, worker_plan
 from emostt.vocabulary import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ def load_engines(settings: Settings) -> tuple[Engine, Engine | None]:
 
 
 WARMUP_AUDIO_S = 2.0
+# The first round only pays the one-off costs (every weight touched, kernels chosen): short audio.
+FIRST_WARMUP_AUDIO_S = 0.5
 
 
 async def _warm_up(batcher: Batcher) -> None:
@@ -99,7 +101,8 @@ async def _warm_up(batcher: Batcher) -> None:
     for round_ in range(2):
         if round_ == 1:
             batcher.capacity.forget()  # the first round's set-up costs are not serving costs
-        requests = [TranscriptionRequest(audio) for _ in range(batcher.final_workers)]
+        clip = audio if round_ else audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)]
+        requests = [TranscriptionRequest(clip) for _ in range(batcher.final_workers)]
         await asyncio.gather(*(batcher.submit(r, is_final=True, session_id="warmup") for r in requests))
 
 
@@ -121,17 +124,18 @@ def _make_batcher(settings: Settings, runner: ResilientRunner, primary: Engine) 
         if role == "partial":
             lower_thread_priority()
 
-    def max_batch_size() -> int:
+    def max_padded_seconds() -> float:
         # Read per batch: the engine may switch backend (torch -> onnx) while serving.
-        return settings.max_batch_size or default_max_batch_size(primary.info.device, primary.info.backend)
+        configured = settings.max_padded_seconds
+        return configured or default_max_padded_seconds(primary.info.device, primary.info.backend)
 
     return Batcher(
         runner,
         BatcherConfig(
             workers=plan.workers,
             partial_workers=plan.partial_workers,
-            max_batch_size=max_batch_size,
-            max_padded_seconds=settings.max_padded_seconds,
+            max_batch_size=settings.max_batch_size or DEFAULT_MAX_BATCH_SIZE,
+            max_padded_seconds=max_padded_seconds,
             max_waiting=settings.max_waiting,
             max_wait_s=settings.batch_wait_ms / 1000,
             partial_deadline_s=settings.partial_deadline_s,
