@@ -93,7 +93,9 @@ def semantic_policy(spec: str, max_silence_ms: int) -> Policy:
         turn["threshold"] = float(threshold)
     if pause:
         turn["min_pause_ms"] = int(pause)
-    return Policy(f"semantic-{spec}", {"turn_detection": turn})
+    # The name is also the stream's device id, where "@" is not allowed.
+    name = f"semantic-{head}" + (f"-pause{pause}" if pause else "")
+    return Policy(name, {"turn_detection": turn})
 
 
 def parse_policy(spec: str, max_silence_ms: int) -> Policy:
@@ -424,12 +426,15 @@ def serving_backend(server: reliability.Server, timeout_s: float) -> str:
         for line in server.stderr_path.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
-                if record.get("message") == "model loaded":
+                message = str(record.get("message", ""))
+                if message.startswith("engine: torch-free"):  # served from an export: no torch
+                    backend, exporting = "onnx", False
+                elif record.get("message") == "model loaded":
                     backend = record.get("backend", backend)
                     exporting = record.get("onnx_export") == "exporting"
-                elif str(record.get("message", "")).startswith("switched to the ONNX encoder"):
+                elif message.startswith("switched to the ONNX encoder"):
                     backend, exporting = "onnx", False
-                elif str(record.get("message", "")).startswith("ONNX export failed"):
+                elif message.startswith("ONNX export failed"):
                     exporting = False
         if backend != "unknown" and not exporting:
             return backend
