@@ -61,6 +61,10 @@ class BatcherStoppedError(EmosttError):
     retryable = True
 
 
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_MAX_PADDED_SECONDS = 160.0
+
+
 @dataclass(frozen=True)
 class BatcherConfig:
     # Workers that run finals (and partials too, when there are no partial workers).
@@ -68,11 +72,10 @@ class BatcherConfig:
     # Workers that run partials only; their threads may run at a lower OS priority (on CPU,
     # finals then take the cores first and partial cadence is what degrades under load).
     partial_workers: int = 0
-    # A number, or a callable read at every batch (the engine's best size may change while
-    # serving, e.g. when it switches to the ONNX encoder).
-    max_batch_size: int | Callable[[], int] = 16
-    # Batch size x longest utterance, in seconds; a number or a callable, as max_batch_size.
-    max_padded_seconds: float | Callable[[], float] = 160.0
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    # Batch size x longest utterance, in seconds: a number, or a callable read at every batch
+    # (the engine's best cap may change while serving, e.g. when it switches to the ONNX encoder).
+    max_padded_seconds: float | Callable[[], float] = DEFAULT_MAX_PADDED_SECONDS
     # Partial batches stay short so their worker is soon free for the next final.
     max_partial_padded_seconds: float = 8.0
     max_waiting: int = 256
@@ -191,10 +194,6 @@ class Batcher:
     def capacity_sessions(self) -> float | None:
         return self.capacity.capacity_sessions()
 
-    def max_batch_size(self) -> int:
-        size = self.config.max_batch_size
-        return size() if callable(size) else size
-
     def max_padded_seconds(self) -> float:
         seconds = self.config.max_padded_seconds
         return seconds() if callable(seconds) else seconds
@@ -299,7 +298,7 @@ class Batcher:
                     return None
                 self._cond.wait(cfg.partial_deadline_s if self._waiting else None)
                 self._shed_stale_partials()
-            max_batch = self.max_batch_size()
+            max_batch = cfg.max_batch_size
             busy = sum(self._running.values()) > 0 or self._clock() - self._last_batch_end < 0.05
             if busy and len(self._waiting) < max_batch:
                 # Under load a few milliseconds buy a fuller batch; an idle server answers at once.

@@ -294,10 +294,11 @@ class SenseVoiceEngine:
         shared = (reduced - started, time.perf_counter() - reduced)
         ids, best, blank, query, out_lens = host
         text_top = {}
-        for row, i in enumerate(keyed):
-            if top is not None:
+        if top is not None:
+            top_ids, top_logp = top
+            for row, i in enumerate(keyed):
                 cut = int(out_lens[i]) - QUERY_FRAMES
-                text_top[i] = (top[0][row, :cut], top[1][row, :cut])
+                text_top[i] = (top_ids[row, :cut], top_logp[row, :cut])
         return CtcBatch(ids, best, blank, query, out_lens, self._rich_ids, text_top, *shared)
 
     def _text_top_device(

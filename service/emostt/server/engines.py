@@ -10,13 +10,13 @@ import logging
 
 import numpy as np
 
-from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
+from emostt.batching.batcher import DEFAULT_MAX_BATCH_SIZE, Batcher, BatcherConfig, WorkerRole
 from emostt.config import EngineSettings, Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
 from emostt.inference.options import EngineOptions
 from emostt.inference.threads import lower_thread_priority, set_thread_count
 from emostt.policy.retry import ResilientRunner, RetryConfig
-from emostt.server.planning import DEFAULT_MAX_BATCH_SIZE, default_max_padded_seconds, worker_plan
+from emostt.server.planning import default_max_padded_seconds, worker_plan
 from emostt.vocabulary import SAMPLE_RATE
 
 log = logging.getLogger(__name__)

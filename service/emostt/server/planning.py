@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from emostt.batching.batcher import DEFAULT_MAX_PADDED_SECONDS
 from emostt.machine import nvidia_gpu_present, usable_cores
 
 
@@ -72,8 +73,6 @@ def frontend_processes(
     return max(1, min(MAX_AUTO_FRONTENDS, spare // CORES_PER_FRONTEND))
 
 
-DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_PADDED_SECONDS = 160.0
 # ONNX Runtime on the CPU: batching short utterances saves compute (2 s clips: 15 % less CPU per
 # utterance in batches of 4 or more), long ones gain nothing (10 s clips: within 5 %) and only
 # make the batch's first utterance wait; a batch holds at most this much padded audio.
