@@ -63,7 +63,7 @@ from peer_clips import make_clips
 from peer_export import SHERPA_MODEL, funasr_onnx_dir
 from peer_report import busy_cpu_s, git_revision
 from peer_serve import serve_once
-from reliability import machine_info
+from reliability import machine_info, proc_status_kib
 
 TOOLS = Path(__file__).resolve().parent
 ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx")
@@ -165,10 +165,7 @@ class Child:
         return self.read()
 
     def status_mib(self, key: str) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-        raise KeyError(key)
+        return round(proc_status_kib(self.proc.pid, key) / 1024, 1)
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, BrokenPipeError, ValueError):

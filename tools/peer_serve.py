@@ -7,12 +7,10 @@ memory is the process tree's (the model process and any front-end processes).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import io
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,66 +19,52 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from bench_stream import free_port, tree_usage
+import reliability
+from bench_stream import tree_usage
 
 STEADY_WAIT_S = 2.0
+READY_POLL_S = 0.05  # start to ready is a must-show (<= 5 s): poll finely
 
 
 def serve_once(directory: Path, clips: dict[str, np.ndarray], work: Path) -> dict[str, Any]:
     """The real ``emostt serve`` on the exported dir: start to ready, then 16 x 10 s over REST."""
-    port = free_port()
-    env = {**os.environ, "EMOSTT_LOG_JSON": "true", "EMOSTT_MAX_FILE_REQUESTS": "16"}
-    cmd = [sys.executable, "-m", "emostt", "serve", "--model", str(directory), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port)]
-    log = (work / "serve.log").open("w")
+    args = argparse.Namespace(
+        model=str(directory),
+        env=["EMOSTT_MAX_FILE_REQUESTS=16"],
+        work_dir=work,
+        backend=None,
+        device=None,
+        precision=None,
+    )
+    server = reliability.Server(args, "peer-serve")
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"emostt serve exited with {proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        server.start(poll_s=READY_POLL_S)
         ready_s = time.perf_counter() - began
-        ready_rss = tree_usage(proc.pid)[1]
+        ready_rss = tree_usage(server.pid)[1]
         wavs = [wav_bytes(c) for c in clips["s10"]]
         t0 = time.perf_counter()
-        texts = asyncio.run(post_all(base, wavs))
+        texts = asyncio.run(post_all(server.base, wavs))
         wall = time.perf_counter() - t0
         time.sleep(STEADY_WAIT_S)
         return {
             "start_to_ready_s": round(ready_s, 2),
             "rss_at_ready_mib": round(ready_rss, 1),
-            "peak_rss_mib": round(hwm_mib(proc.pid), 1),
-            "steady_rss_mib": round(tree_usage(proc.pid)[1], 1),
+            "peak_rss_mib": round(hwm_mib(server.pid), 1),
+            "steady_rss_mib": round(tree_usage(server.pid)[1], 1),
             "run_16x10s_wall_s": round(wall, 2),
             "texts_returned": sum(1 for t in texts if t is not None),
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()
 
 
 def hwm_mib(pid: int) -> float:
     """Peak RSS of a process and its children (each one's own VmHWM, summed)."""
-    total = 0.0
     pids = [pid]
     with contextlib.suppress(OSError):
         pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) / 1024
-    return total
+    return sum(reliability.proc_status_kib(p, "VmHWM") for p in pids) / 1024
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:

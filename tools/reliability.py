@@ -169,7 +169,7 @@ class Server:
     def ws(self, device: str, query: str = "") -> str:
         return f"ws://{HOST}:{self.port}/ws/stt/{device}{query}"
 
-    def start(self, timeout_s: float = 900.0) -> Server:
+    def start(self, timeout_s: float = 900.0, poll_s: float = 0.5) -> Server:
         out = self.stdout_path.open("wb")
         err = self.stderr_path.open("wb")
         self._files = [out, err]
@@ -181,7 +181,7 @@ class Server:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
                     return self
-            time.sleep(0.5)
+            time.sleep(poll_s)
         self.stop()
         raise RuntimeError(f"server not ready after {timeout_s:.0f} s; see {self.stderr_path}")
 
