@@ -4,7 +4,7 @@ import os
 import threading
 from pathlib import Path
 
-from emostt.batching.batcher import DEFAULT_MAX_PADDED_SECONDS
+from emostt.batching.collate import DEFAULT_MAX_PADDED_SECONDS
 from emostt.inference.threads import LOW_PRIORITY_NICE, lower_thread_priority
 from emostt.machine import cgroup_cpu_limit, nvidia_gpu_present, usable_cores
 from emostt.server.planning import (

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from emostt.batching.capacity import CapacityConfig, CapacityModel, session_refusal
-from emostt.batching.collate import Waiting, pick_batch
+from emostt.batching.collate import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PADDED_SECONDS, Waiting, pick_batch
 from emostt.errors import EmosttError
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
 from emostt.observability import metrics
@@ -59,10 +59,6 @@ class BatcherFullError(EmosttError):
 class BatcherStoppedError(EmosttError):
     code = "shutting_down"
     retryable = True
-
-
-DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_PADDED_SECONDS = 160.0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# A batch's default limits: utterances, and batch size x longest utterance in seconds. Here, in
+# this import-light module, so that the server's planning reads them before metrics are set up.
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_MAX_PADDED_SECONDS = 160.0
+
 
 @dataclass(frozen=True)
 class Waiting(Generic[T]):

@@ -10,7 +10,8 @@ import logging
 
 import numpy as np
 
-from emostt.batching.batcher import DEFAULT_MAX_BATCH_SIZE, Batcher, BatcherConfig, WorkerRole
+from emostt.batching.batcher import Batcher, BatcherConfig, WorkerRole
+from emostt.batching.collate import DEFAULT_MAX_BATCH_SIZE
 from emostt.config import EngineSettings, Settings
 from emostt.inference.engine import Engine, TranscriptionRequest
 from emostt.inference.options import EngineOptions

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from emostt.batching.batcher import DEFAULT_MAX_PADDED_SECONDS
+from emostt.batching.collate import DEFAULT_MAX_PADDED_SECONDS
 from emostt.machine import nvidia_gpu_present, usable_cores
 
 
