@@ -142,8 +142,10 @@ def test_page_reports_a_refused_token(page: tuple[Page, Problems], server: Serve
     open_page(tab, server)
     tab.get_by_label("Token").fill("wrong-token")
     tab.get_by_role("button", name="Start").click()
-    tab.get_by_text("(unauthorized)").wait_for(timeout=TIMEOUT_MS)
-    assert "Closed:" in tab.locator("#status").inner_text()  # refused for good: no reconnecting
+    # The error event shows first ("Error: ... (unauthorized)"), the close frame right after.
+    tab.locator("#status", has_text="Closed:").wait_for(timeout=TIMEOUT_MS)
+    status = tab.locator("#status").inner_text()
+    assert status.startswith("Closed:") and "(unauthorized)" in status  # refused for good: no reconnecting
     assert tab.get_by_role("button", name="Start").is_enabled()
     assert tab.get_by_label("Token").is_editable()
     assert problems.found == []
