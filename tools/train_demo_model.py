@@ -12,6 +12,10 @@ too; the bundled build has none (0, the default; docs/BENCHMARKS.md, "Phone audi
 try). The result is a model dir funasr's ``AutoModel`` loads, written to
 ``service/emostt/models/demo`` by default.
 
+``--init DIR`` fine-tunes a model this script wrote (its weights, CMVN and tokenizer) instead of
+starting from random weights: with ``--phone-share`` and a lower ``--lr``, the wideband model
+learns calls while the wideband clips, still all there, keep what it knew.
+
 CPU only and reproducible (fixed seeds, pinned voices, single-threaded data order):
 
     python tools/train_demo_model.py [--out service/emostt/models/demo] [--epochs 24]
@@ -33,6 +37,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
+from emostt.inference.fbank import load_cmvn
 from emostt.inference.modeldir import BPE_MODEL_NAME, ModelSize, build_model, write_model_dir
 from emostt.inference.rich_tokens import (
     EMOTION_TOKENS,
@@ -88,6 +93,20 @@ def phone_copies(count: int, share: float, rng: np.random.Generator) -> list[tup
     picked = np.flatnonzero(rng.random(count) < share)
     laws = rng.choice(["mulaw", "alaw"], size=len(picked))
     return [(int(i), str(law)) for i, law in zip(picked, laws, strict=True)]
+
+
+def init_cmvn(model_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the CMVN a model dir was trained with (am.mvn holds -mean and 1/std)."""
+    shift, scale = load_cmvn(model_dir / "am.mvn")
+    return torch.from_numpy(-shift), torch.from_numpy(1.0 / scale)
+
+
+def check_same_tokenizer(model_dir: Path, work: Path) -> None:
+    """Fine-tuning keeps the token ids: the data must give the tokenizer the model was trained on."""
+    pieces = [spm.SentencePieceProcessor(model_file=str(d / BPE_MODEL_NAME)) for d in (model_dir, work)]
+    vocab = [[sp.id_to_piece(i) for i in range(sp.get_piece_size())] for sp in pieces]
+    if vocab[0] != vocab[1]:
+        raise SystemExit(f"--init {model_dir}: its tokenizer differs from the one this data gives")
 
 
 def extract_features(audios: list[np.ndarray]) -> list[torch.Tensor]:
@@ -204,6 +223,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N clips (smoke runs)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, default=None, help="fine-tune this model dir's weights")
     args = parser.parse_args()
 
     random.seed(SEED)
@@ -220,6 +240,8 @@ def main() -> None:
     size = ModelSize(vocab_size=len(CONTROL_PIECES) + len(pieces) + RICH_BLOCK_SIZE, **DEMO_DIMS)
     work = args.out.parent / f".{args.out.name}.tmp"
     write_model_dir(work, size, text_pieces=pieces)  # tokenizer first: targets come from it
+    if args.init is not None:
+        check_same_tokenizer(args.init, work)
     sp = spm.SentencePieceProcessor(model_file=str(work / BPE_MODEL_NAME))
 
     silence_rng = np.random.default_rng(SEED)
@@ -231,8 +253,11 @@ def main() -> None:
     clips += [clips[i] for i, _ in phone]
     print(f"{len(phone)} phone copies ({time.monotonic() - started:.0f}s)", flush=True)
     raw = extract_features(audios)
-    stacked = torch.cat(raw)
-    mean, std = stacked.mean(0), stacked.std(0).clamp_min(1e-3)
+    if args.init is not None:  # the weights were trained on features normalised this way
+        mean, std = init_cmvn(args.init)
+    else:
+        stacked = torch.cat(raw)
+        mean, std = stacked.mean(0), stacked.std(0).clamp_min(1e-3)
     examples = [
         Example(
             feats=(f - mean) / std,
@@ -252,6 +277,9 @@ def main() -> None:
     }
 
     model = build_model(size, seed=SEED)
+    if args.init is not None:
+        weights = torch.load(args.init / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {params / 1e6:.2f}M parameters, vocab {size.vocab_size}", flush=True)
     rng = random.Random(SEED)
@@ -292,6 +320,8 @@ def main() -> None:
         "epochs": args.epochs,
         "clips": len(clips),
         "phone_copies": len(phone),
+        "lr": args.lr,
+        "init": None if args.init is None else json.loads((args.init / "training.json").read_text()),
         "parameters": params,
         "espeak_ng": demo_data.espeak_version(),
         "train_seconds": round(time.monotonic() - started),
