@@ -25,10 +25,12 @@ import pytest
 from emostt.audio import read_audio_file
 from emostt.errors import ModelLoadError
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
+from emostt.inference.lone_call import running_alone
 from emostt.inference.model_source import EXPORTED_MANIFEST
 from emostt.inference.onnx_engine import OnnxEngine
 from emostt.inference.onnx_model import model_dir_files
 from emostt.inference.options import EngineOptions
+from emostt.inference.ort_session import EncoderThreads
 from emostt.inference.sensevoice import SenseVoiceEngine
 from emostt.inference.serving import load_engine
 from tests.conftest import espeak, noise_utterances
@@ -162,6 +164,22 @@ def test_an_exported_dir_gives_the_torch_onnx_paths_results(
     )
     print(f"demo: worst log-prob gap {logp_gap:.2e}")
     assert logp_gap <= 1e-4
+
+
+def test_a_lone_call_on_the_wide_session_gives_the_same_results(
+    exported_demo: Path, cache: Path, phrases: list[np.ndarray]
+) -> None:
+    """An idle server runs a lone utterance on the encoder's wide (2-thread, spinning) session
+    (inference/lone_call.py): the results are those of the one-thread session the workers share."""
+    options = EngineOptions(device="cpu", onnx_cache_dir=str(cache), lone_call_threads=2)
+    engine = load_engine(str(exported_demo), options)
+    assert isinstance(engine, OnnxEngine) and engine._encoder.threads == EncoderThreads(1, 2)
+    for request in varied_requests(phrases):
+        shared = engine.transcribe([request])
+        with running_alone(True):
+            assert engine._encoder.session_for_this_call().get_session_options().intra_op_num_threads == 2
+            lone = engine.transcribe([request])
+        assert worst_gap(lone, shared) <= TOLERANCE
 
 
 def test_a_model_dir_whose_export_is_cached_is_served_torch_free(

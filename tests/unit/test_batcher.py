@@ -18,6 +18,7 @@ import pytest
 
 from emostt.batching.batcher import Batcher, BatcherConfig, BatcherFullError
 from emostt.inference.engine import Distribution, ModelInfo, TranscriptionRequest, TranscriptionResult
+from emostt.inference.lone_call import is_lone_call, widen_this_call
 from emostt.observability import metrics
 from emostt.policy.outcome import Failed, Outcome, Served
 from emostt.policy.retry import ResilientRunner
@@ -31,6 +32,7 @@ WAIT_S = 10.0  # a generous bound on hand-offs between threads; a hang fails the
 class Call:
     lengths: list[int]
     thread: str
+    alone: bool  # what the engine was told: may this call use every core (lone_call.py)
     release: threading.Event = field(default_factory=threading.Event)
 
 
@@ -40,14 +42,17 @@ class GatedEngine:
 
     info = ModelInfo("gated", "0", "cpu", "fp32")
 
-    def __init__(self, auto_release: bool = False, short_results: bool = False) -> None:
+    def __init__(self, auto_release: bool = False, short_results: bool = False, widens: bool = False) -> None:
         self.calls: queue.Queue[Call] = queue.Queue()
+        self.widens = widens  # runs lone calls on every core, as the ONNX encoder's wide session does
         self.history: list[Call] = []
         self.auto_release = auto_release
         self.short_results = short_results  # a buggy engine: one result too few
 
     def transcribe(self, requests: Sequence[TranscriptionRequest]) -> list[TranscriptionResult]:
-        call = Call([len(r.audio) for r in requests], threading.current_thread().name)
+        call = Call([len(r.audio) for r in requests], threading.current_thread().name, is_lone_call())
+        if call.alone and self.widens:
+            widen_this_call()
         self.history.append(call)
         self.calls.put(call)
         if not self.auto_release:
@@ -134,6 +139,72 @@ def test_idle_batcher_starts_at_once_and_busy_batcher_batches() -> None:
 
     asyncio.run(scenario())
     batcher.stop()
+
+
+def test_a_batch_runs_alone_only_when_no_other_runs_or_waits() -> None:
+    engine = GatedEngine(widens=True)
+    batcher = make(engine, workers=2, max_batch_size=1)
+
+    async def scenario() -> None:
+        alone = submit(batcher, FINAL, final=True)
+        lone = await engine.next_call()
+        assert lone.alone, "an idle server gives a lone utterance every core"
+        lone.release.set()
+        assert isinstance(await alone, Served)
+        # It had every core: not what a batch costs under load, which admission needs.
+        assert batcher.capacity.cost is None
+        first = submit(batcher, FINAL, final=True)
+        running = await engine.next_call()
+        beside = submit(batcher, FINAL, final=True)
+        second = await engine.next_call()
+        assert not second.alone, "another batch is running"
+        queued_up = [submit(batcher, FINAL, final=True) for _ in range(2)]
+        await queued()
+        running.release.set()
+        third = await engine.next_call()
+        assert not third.alone, "another batch runs and one waits"
+        second.release.set()
+        fourth = await engine.next_call()
+        assert not fourth.alone, "another batch is running"
+        third.release.set()
+        fourth.release.set()
+        assert all(isinstance(o, Served) for o in await asyncio.gather(first, beside, *queued_up))
+        assert batcher.capacity.cost is not None, "the batches that shared the cores are measured"
+        last = submit(batcher, FINAL, final=True)
+        again = await engine.next_call()
+        assert again.alone, "idle again"
+        again.release.set()
+        assert isinstance(await last, Served)
+
+    asyncio.run(scenario())
+    batcher.stop()
+
+
+def test_with_lone_calls_off_every_batch_runs_as_under_load() -> None:
+    """The warm-up measures a worker's own cost this way, before the server is ready."""
+    engine = GatedEngine(auto_release=True, widens=True)
+    batcher = make(engine, workers=1)
+    batcher.lone_calls = False
+
+    async def scenario() -> None:
+        assert isinstance(await submit(batcher, FINAL, final=True), Served)
+
+    asyncio.run(scenario())
+    batcher.stop()
+    assert not engine.history[0].alone and batcher.capacity.cost is not None
+
+
+def test_a_lone_batch_that_did_not_widen_is_measured() -> None:
+    """An engine with nothing wider to run on (one core, a GPU) costs the same alone."""
+    engine = GatedEngine(auto_release=True)
+    batcher = make(engine, workers=2)
+
+    async def scenario() -> None:
+        assert isinstance(await submit(batcher, FINAL, final=True), Served)
+
+    asyncio.run(scenario())
+    batcher.stop()
+    assert engine.history[0].alone and batcher.capacity.cost is not None
 
 
 def test_stale_partials_are_shed_and_the_overload_signal_decays() -> None:

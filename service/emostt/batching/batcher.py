@@ -38,6 +38,7 @@ from emostt.batching.capacity import CapacityConfig, CapacityModel, session_refu
 from emostt.batching.collate import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PADDED_SECONDS, Waiting, pick_batch
 from emostt.errors import EmosttError
 from emostt.inference.engine import ModelInfo, TranscriptionRequest
+from emostt.inference.lone_call import running_alone
 from emostt.observability import metrics
 from emostt.policy.outcome import Failed, Outcome
 from emostt.policy.retry import ResilientRunner
@@ -123,6 +124,9 @@ class Batcher:
         self._running_background = 0  # batches of partials or file segments running, on any worker
         self._last_batch_end = 0.0
         self._recent_wait = (0.0, 0.0)  # (a final's wait in seconds, when its batch started)
+        # Whether a batch with no other running or waiting may run alone (lone_call.py); the
+        # warm-up turns it off while it measures what a worker's batch costs.
+        self.lone_calls = True
         main_role: WorkerRole = "final" if self.config.partial_workers > 0 else "any"
         self._roles: list[WorkerRole] = [main_role] * max(self.config.workers, 1)
         self._roles += ["partial"] * self.config.partial_workers
@@ -286,7 +290,9 @@ class Batcher:
             return max_batch
         return max(min(max_batch, -(-runnable // (idle_others + 1))), 1)
 
-    def _take_batch(self, role: WorkerRole) -> list[_Job] | None:
+    def _take_batch(self, role: WorkerRole) -> tuple[list[_Job], bool] | None:
+        """The next batch for a worker of ``role`` (possibly empty: its jobs were cancelled or shed)
+        and whether it runs alone (no other batch running, nothing left waiting), or None to stop."""
         cfg = self.config
         with self._cond:
             while not self._has_runnable(role):
@@ -318,10 +324,11 @@ class Batcher:
             taken = {id(j) for j in batch}
             self._waiting = [j for j in self._waiting if id(j) not in taken]
             metrics.QUEUE_DEPTH.set(len(self._waiting))
+            alone = self.lone_calls and not self._waiting and not any(self._running.values())
             if batch:
                 self._running[role] += 1
                 self._running_background += not batch[0].is_final
-            return batch
+            return batch, alone
 
     def _shed_stale_partials(self) -> None:
         now = self._clock()
@@ -336,10 +343,11 @@ class Batcher:
     def _loop(self, role: WorkerRole) -> None:
         if self._worker_init is not None:
             self._worker_init(role)
-        while (batch := self._take_batch(role)) is not None:
+        while (taken := self._take_batch(role)) is not None:
+            batch, alone = taken
             if batch:
                 try:
-                    self._run(batch)
+                    self._run(batch, alone)
                 except Exception:
                     # A bug outside the engine's retry policy: nobody may wait for these forever.
                     log.error(
@@ -358,7 +366,8 @@ class Batcher:
                         self._last_batch_end = self._clock()
                         self._cond.notify_all()  # a held-back partial may run now
 
-    def _run(self, batch: list[_Job]) -> None:
+    def _run(self, batch: list[_Job], alone: bool) -> None:
+        """Run ``batch`` on the engine; ``alone``: the engine may use every core (``lone_call.py``)."""
         started = self._clock()
         for job in batch:
             waited = started - job.enqueued
@@ -367,11 +376,14 @@ class Batcher:
                 self._recent_wait = (waited, started)
         backend = self.model.backend
         model_started = time.perf_counter()
-        outcomes = self.runner.run([j.request for j in batch])
+        with running_alone(alone) as call:
+            outcomes = self.runner.run([j.request for j in batch])
         elapsed = time.perf_counter() - model_started
         metrics.BATCH_INFERENCE_SECONDS.labels(batch[0].kind).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
-        if batch[0].is_final:
+        if batch[0].is_final and not call.widened:
+            # A lone batch that had every core is not what a worker's batch costs under load,
+            # which is what admission needs (capacity.py).
             audio_s = sum(len(j.request.audio) for j in batch) / SAMPLE_RATE
             self.capacity.record_batch_on(backend, lambda: self.model.backend, audio_s, elapsed)
         failed = [(j, o) for j, o in zip(batch, outcomes, strict=True) if isinstance(o, Failed)]

@@ -55,6 +55,13 @@ class EngineSettings(BaseSettings):
         "with ONNX Runtime on the CPU, the intra-op threads of the encoder's one session (default 1: "
         "each model worker runs its calls on its own thread; more make one pool the workers share).",
     )
+    lone_call_threads: PositiveCount | None = Field(
+        None,
+        description="With ONNX Runtime on the CPU, the threads of a second encoder session that runs a "
+        "batch alone when no other model worker is busy and nothing waits, so a lone utterance gets "
+        "every core (default: the usable cores when `threads` is 1 or unset; 1 turns it off and saves one "
+        "copy of the weights, ~250 MiB for the full model). docs/engine.md, 'CPU threads'.",
+    )
     backend: Backend = Field(
         "auto",
         description="Encoder runtime: 'torch', 'onnx' (CPU only: the encoder exported once per model "

@@ -6,17 +6,24 @@ torch-free engine (``onnx_engine.py``) and the torch engine's ``OnnxPass`` share
 
 Concurrency: ``OnnxEncoder.run`` may be called from several threads at once (ONNX Runtime
 sessions are thread-safe).
+
+With ``threads.lone_call``, a second (wide) session of that many spinning threads runs the calls the
+batcher marks as alone (``lone_call.py``): an idle server gives a lone utterance every core,
+while under load each worker keeps its own one-thread calls. It costs one more copy of the
+weights in memory (~250 MiB for the full-size model; docs/engine.md, "CPU threads").
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from emostt.errors import ModelLoadError
-from emostt.inference.ort_session import CPU_PROVIDERS, session_options
+from emostt.inference.lone_call import is_lone_call, widen_this_call
+from emostt.inference.ort_session import CPU_PROVIDERS, EncoderThreads, session_options
 
 
 class OnnxEncoder:
@@ -26,21 +33,38 @@ class OnnxEncoder:
     thread-safe); with one intra-op thread each call runs on its caller's thread.
     """
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: EncoderThreads) -> None:
         import onnxruntime as ort
 
         try:
-            self._session = ort.InferenceSession(str(path), session_options(threads), providers=CPU_PROVIDERS)
+            self._session = ort.InferenceSession(
+                str(path), session_options(threads.per_call), providers=CPU_PROVIDERS
+            )
+            self._wide = (
+                ort.InferenceSession(
+                    str(path), session_options(threads.lone_call, spinning=True), providers=CPU_PROVIDERS
+                )
+                if threads.lone_call
+                else None
+            )
         except Exception as exc:
             raise ModelLoadError(f"cannot load ONNX encoder {path}: {exc}") from exc
         self.path = path
+        self.threads = threads
+
+    def session_for_this_call(self) -> Any:
+        """The wide session for a call that runs alone (when there is one), else the shared one."""
+        if self._wide is not None and is_lone_call():
+            widen_this_call()
+            return self._wide
+        return self._session
 
     def run(
         self, feats: np.ndarray, lengths: np.ndarray, language: np.ndarray, text_norm: np.ndarray
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
         """CTC logits (B, T+4, V) and their valid lengths, like the torch encoder pass: ``feats``
         (B, T, D) padded features, ``lengths`` (B,), the language and text-norm query indices (B,)."""
-        logits, out_lens = self._session.run(
+        logits, out_lens = self.session_for_this_call().run(
             None,
             {
                 "speech": feats.astype(np.float32, copy=False),

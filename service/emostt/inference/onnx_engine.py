@@ -36,6 +36,7 @@ from emostt.inference.fbank import NumpyFeatures, load_cmvn
 from emostt.inference.keyterms import KeytermGraphs
 from emostt.inference.onnx_encoder import OnnxEncoder
 from emostt.inference.onnx_model import OnnxModel
+from emostt.inference.ort_session import EncoderThreads
 from emostt.inference.revision import SHORT_REVISION
 from emostt.inference.rich_tokens import LANGUAGE_QUERY_INDEX, TEXT_NORM_QUERY_INDEX, RichVocab
 
@@ -45,10 +46,12 @@ BACKEND = "onnx"
 
 
 class OnnxEngine:
-    """The torch-free engine. ``threads``: the intra-op threads of its one ONNX Runtime session,
-    whose pool concurrent calls share (``ort_session.py``)."""
+    """The torch-free engine. ``threads``: the intra-op threads of its ONNX Runtime sessions: the
+    one concurrent calls share, and the wide one of lone calls (``ort_session.py``)."""
 
-    def __init__(self, model: OnnxModel, threads: int = 1, pad_multiple: int = 1) -> None:
+    def __init__(
+        self, model: OnnxModel, threads: EncoderThreads | None = None, pad_multiple: int = 1
+    ) -> None:
         import sentencepiece
 
         self.model = model
@@ -58,7 +61,7 @@ class OnnxEngine:
         except (OSError, RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the tokenizer or CMVN of {model.name!r}: {exc}") from exc
         self._features = NumpyFeatures(model.files.frontend, cmvn, pad_multiple)
-        self._encoder = OnnxEncoder(model.graph, threads)
+        self._encoder = OnnxEncoder(model.graph, threads or EncoderThreads(1))
         self.vocab = RichVocab.from_tokenizer(
             self._sp.piece_to_id, unk_id=self._sp.unk_id(), blank_id=model.files.blank_id
         )

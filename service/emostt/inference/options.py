@@ -18,6 +18,8 @@ class EngineOptions:
     precision: Precision = "auto"
     hub: Hub = "ms"
     threads: int | None = None
+    # Threads of the ONNX encoder's wide session for calls that run alone (ort_session.encoder_threads).
+    lone_call_threads: int | None = None
     load_timeout_s: float = 900.0
     # Round the padded time axis up to this many frames (shape buckets for compiled encoders).
     pad_multiple: int = 1

@@ -55,7 +55,7 @@ from emostt.inference.onnx_cache import (
 )
 from emostt.inference.onnx_encoder import OnnxEncoder
 from emostt.inference.options import EngineOptions
-from emostt.inference.ort_session import encoder_threads
+from emostt.inference.ort_session import EncoderThreads, encoder_threads
 from emostt.inference.passes import EncoderPass, OnnxPass, TorchPass, dtype_of, serving_torch_model
 from emostt.inference.revision import SHORT_REVISION, model_revision
 from emostt.inference.rich_tokens import (
@@ -75,7 +75,7 @@ __all__ = ["EXPORT_THREAD_NAME", "EngineOptions", "ExportState", "SenseVoiceEngi
 log = logging.getLogger(__name__)
 
 
-def _cached_onnx(cache_dir: Path, threads: int) -> OnnxEncoder | None:
+def _cached_onnx(cache_dir: Path, threads: EncoderThreads) -> OnnxEncoder | None:
     """The cached ONNX encoder for backend auto; None when nothing is cached or it cannot load."""
     path = cached_export(cache_dir)
     if path is None:
@@ -145,7 +145,7 @@ class SenseVoiceEngine:
         cache_root = Path(opts.onnx_cache_dir) if opts.onnx_cache_dir else default_cache_root()
         # By content: a fine-tune with the same config and size is another revision.
         revision = model_revision(model_dir, cache_root / DIGESTS_DIR) if has_dir else None
-        onnx_threads = encoder_threads(opts.threads)
+        onnx_threads = encoder_threads(opts.threads, opts.lone_call_threads)
         wants_onnx = opts.backend == "onnx" or (
             opts.backend == "auto" and auto_backend(device, precision) == "onnx"
         )

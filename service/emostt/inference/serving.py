@@ -89,7 +89,9 @@ def load_engine(spec: str, options: EngineOptions) -> Engine:
     model, why = torch_free_model(spec, options)
     if model is not None:
         try:
-            engine = OnnxEngine(model, encoder_threads(options.threads), options.pad_multiple)
+            engine = OnnxEngine(
+                model, encoder_threads(options.threads, options.lone_call_threads), options.pad_multiple
+            )
         except ModelLoadError as exc:
             if model.origin != "ONNX cache":
                 raise

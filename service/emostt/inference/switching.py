@@ -27,6 +27,7 @@ from emostt.errors import ModelLoadError
 from emostt.inference.engine import ModelInfo
 from emostt.inference.onnx_encoder import OnnxEncoder
 from emostt.inference.onnx_export import export_in_subprocess
+from emostt.inference.ort_session import EncoderThreads
 from emostt.inference.passes import EncoderPass, OnnxPass
 from emostt.inference.threads import lower_thread_priority
 
@@ -58,7 +59,7 @@ class EncoderSwitch:
             self._done.wait(timeout)
         return self.info.backend == backend
 
-    def start_export(self, model_dir: Path, cache_dir: Path, onnx_threads: int) -> None:
+    def start_export(self, model_dir: Path, cache_dir: Path, onnx_threads: EncoderThreads) -> None:
         """Export the model in ``model_dir`` into ``cache_dir`` from one daemon thread, then switch."""
         self.state = "exporting"
         log.info(
@@ -73,7 +74,7 @@ class EncoderSwitch:
         )
         thread.start()
 
-    def _export_and_switch(self, model_dir: Path, cache_dir: Path, onnx_threads: int) -> None:
+    def _export_and_switch(self, model_dir: Path, cache_dir: Path, onnx_threads: EncoderThreads) -> None:
         """The export thread's body. Never raises: on failure torch keeps serving."""
         started = time.monotonic()
         try:

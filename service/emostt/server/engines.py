@@ -64,6 +64,7 @@ def engine_options(
         precision=settings.precision if own_device else "auto",
         hub=settings.hub,
         threads=settings.threads,
+        lone_call_threads=settings.lone_call_threads,
         load_timeout_s=settings.load_timeout_s,
         backend=settings.backend,
         onnx_cache_dir=settings.onnx_cache_dir,
@@ -96,15 +97,22 @@ async def _warm_up(batcher: Batcher) -> None:
     """Batches on every model worker before reporting ready: one-off set-up costs (allocations,
     kernel selection) are paid here, not in a session's final. The second round, run the way
     serving runs, is the first estimate of what a second of audio costs (admission needs one
-    before the first burst of sessions arrives)."""
+    before the first burst of sessions arrives). Last, one utterance alone: the lone-call path
+    (``inference/lone_call.py``) has set-up costs of its own."""
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(int(WARMUP_AUDIO_S * SAMPLE_RATE)) * 0.01).astype(np.float32)
-    for round_ in range(2):
-        if round_ == 1:
-            batcher.capacity.forget()  # the first round's set-up costs are not serving costs
-        clip = audio if round_ else audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)]
-        requests = [TranscriptionRequest(clip) for _ in range(batcher.final_workers)]
-        await asyncio.gather(*(batcher.submit(r, is_final=True, session_id="warmup") for r in requests))
+    batcher.lone_calls = False  # every worker's own path, and its cost under load, first
+    try:
+        for round_ in range(2):
+            if round_ == 1:
+                batcher.capacity.forget()  # the first round's set-up costs are not serving costs
+            clip = audio if round_ else audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)]
+            requests = [TranscriptionRequest(clip) for _ in range(batcher.final_workers)]
+            await asyncio.gather(*(batcher.submit(r, is_final=True, session_id="warmup") for r in requests))
+    finally:
+        batcher.lone_calls = True
+    lone = TranscriptionRequest(audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)])
+    await batcher.submit(lone, is_final=True, session_id="warmup")
 
 
 def _make_batcher(settings: Settings, runner: ResilientRunner, primary: Engine) -> Batcher:
