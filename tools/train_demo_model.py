@@ -8,17 +8,20 @@ same four query frames and the same rich-tag targets ``<|lang|><|EMO|><|Event|><
 text as the real model: CTC on the speech frames, cross-entropy on the four query frames.
 With ``--phone-share F`` a seeded share F of the clips also goes in as a phone call carries it
 (8 kHz G.711 µ-law or A-law and back, ``tools/phone_line.py``), so the model can serve calls
-too; the bundled build has none (0, the default; docs/BENCHMARKS.md, "Phone audio", has a
-try). The result is a model dir funasr's ``AutoModel`` loads, written to
+too. The result is a model dir funasr's ``AutoModel`` loads, written to
 ``service/emostt/models/demo`` by default.
 
 ``--init DIR`` fine-tunes a model this script wrote (its weights, CMVN and tokenizer) instead of
 starting from random weights: with ``--phone-share`` and a lower ``--lr``, the wideband model
 learns calls while the wideband clips, still all there, keep what it knew.
 
-CPU only and reproducible (fixed seeds, pinned voices, single-threaded data order):
+CPU only and reproducible (fixed seeds, pinned voices, single-threaded data order). The bundled
+build is a wideband model fine-tuned with a quarter of phone copies (docs/BENCHMARKS.md, "Demo
+model" and "Phone audio"):
 
-    python tools/train_demo_model.py [--out service/emostt/models/demo] [--epochs 24]
+    python tools/train_demo_model.py --out /tmp/demo-wideband            # 24 epochs, 2 threads
+    python tools/train_demo_model.py --init /tmp/demo-wideband --phone-share 0.25 --epochs 8 \
+        --lr 5e-4 --threads 1                                              # -> service/emostt/models/demo
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Phone audio: G.711 µ-law and A-law at 8 kHz, encoded by sox (as a phone network would), on
 /ws/stt (``?encoding=``) and on OpenAI Realtime (``audio/pcmu``, ``audio/pcma``) with the
-official ``openai`` client: every result is the one the same call gets as 8 kHz PCM16 decoded by
-sox (the reference decoder), so the G.711 path adds nothing and loses nothing; an encoding the
-server does not take is refused by name.
-
-(The bundled demo model was trained on 16 kHz wideband speech only and does not recognise
-8 kHz telephone-band speech at all, PCM16 or G.711: docs/BENCHMARKS.md, "Phone audio". The
-results compared here are therefore the model's output, not "turn left".)"""
+official ``openai`` client: the bundled demo model (trained on phone-line copies too,
+docs/BENCHMARKS.md "Phone audio") hears "turn left", and every result is the one the same call
+gets as 8 kHz PCM16 decoded by sox (the reference decoder), so the G.711 path adds nothing and
+loses nothing; an encoding the server does not take is refused by name."""
 
 from __future__ import annotations
 
@@ -63,7 +60,8 @@ async def test_g711_on_ws_stt_is_the_same_call_as_pcm16(
     assert ready["config"]["encoding"] == encoding and ready["sample_rate"] == 8000
     pcm = await stream(server.ws_url(query="sample_rate=8000"), reference, chunk_bytes=1600)
     finals = transcript.of("final")
-    assert finals and [outcome(f) for f in finals] == [outcome(f) for f in pcm.of("final")]
+    assert [f["text"] for f in finals] == ["turn left"], transcript.events
+    assert [outcome(f) for f in finals] == [outcome(f) for f in pcm.of("final")]
 
 
 async def test_an_encoding_the_server_does_not_take_is_refused_by_name(server: Server) -> None:
@@ -103,7 +101,7 @@ async def test_openai_realtime_g711_with_the_official_client(
     assert updated.session.audio.input.format.type == format_type
     pcm = await realtime(server, reference, {"type": "audio/pcm", "rate": 8000}, 1600)
     ours, theirs = events[-1], pcm[-1]
-    assert ours.transcript == theirs.transcript
+    assert ours.transcript == "turn left" == theirs.transcript
     for key in ("language", "emotion", "event"):
         assert ours.model_extra[key] == theirs.model_extra[key]
     assert np.isclose(sum(ours.model_extra["emotion"]["scores"].values()), 1.0, atol=1e-3)

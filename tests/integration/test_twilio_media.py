@@ -5,9 +5,10 @@ encoded by Pipecat's serializers (``TwilioFrameSerializer``, ``TelnyxFrameSerial
 handshake signed with the ``twilio`` package's ``RequestValidator``.
 
 What a dialogue engine reads is the device's Redis Stream: it holds one final per phrase spoken,
-in order, each with an emotion and its scores; the carrier gets nothing back. (The demo model was
-trained on 16 kHz wideband speech only and does not recognise 8 kHz telephone-band speech,
-docs/BENCHMARKS.md "Phone audio", so the texts are not asserted.)"""
+in order, each with an emotion and its scores; the carrier gets nothing back. (The texts are not
+asserted: the demo model reads phone audio, docs/BENCHMARKS.md "Phone audio", but gets about one
+phrase in seven wrong over the line, and these phrases are cut from a stream; test_phone_audio.py
+asserts "turn left" over G.711.)"""
 
 from __future__ import annotations
 
