@@ -180,6 +180,22 @@ def test_a_batch_runs_alone_only_when_no_other_runs_or_waits() -> None:
     batcher.stop()
 
 
+def test_a_batch_runs_alone_only_while_the_open_sessions_leave_the_model_mostly_idle() -> None:
+    """Under streaming load another batch would often start during a wide call and contend with it."""
+    engine = GatedEngine(auto_release=True, widens=True)
+    batcher = make(engine, workers=2, session_demand_prior=1.0, lone_call_max_load=0.25)
+    batcher.capacity.record_batch(audio_s=1.0, model_s=0.1)  # 0.1 model-s per audio-s
+
+    async def scenario() -> None:
+        for sessions in (4, 6, 0):  # expected load 4 x 0.1 x 1.0 / 2 workers = 0.2, then 0.3, then 0
+            batcher.capacity.set_sessions(sessions)
+            assert isinstance(await submit(batcher, FINAL, final=True), Served)
+
+    asyncio.run(scenario())
+    batcher.stop()
+    assert [call.alone for call in engine.history] == [True, False, True]
+
+
 def test_with_lone_calls_off_every_batch_runs_as_under_load() -> None:
     """The warm-up measures a worker's own cost this way, before the server is ready."""
     engine = GatedEngine(auto_release=True, widens=True)

@@ -86,6 +86,10 @@ class BatcherConfig:
     wait_halflife_s: float = 0.5
     target_utilization: float = 0.7
     session_demand_prior: float = 1.0
+    # A batch runs alone (every core, lone_call.py) only while the open sessions are expected to
+    # keep the model's workers busy less than this share of the time: above it another batch often
+    # starts during the wide call and the two contend (docs/engine.md, "CPU threads").
+    lone_call_max_load: float = 0.25
 
 
 @dataclass
@@ -324,7 +328,12 @@ class Batcher:
             taken = {id(j) for j in batch}
             self._waiting = [j for j in self._waiting if id(j) not in taken]
             metrics.QUEUE_DEPTH.set(len(self._waiting))
-            alone = self.lone_calls and not self._waiting and not any(self._running.values())
+            alone = (
+                self.lone_calls
+                and not self._waiting
+                and not any(self._running.values())
+                and self.capacity.expected_load() < cfg.lone_call_max_load
+            )
             if batch:
                 self._running[role] += 1
                 self._running_background += not batch[0].is_final

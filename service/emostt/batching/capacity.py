@@ -142,6 +142,11 @@ class CapacityModel:
         cfg = self.config
         return cfg.workers * cfg.target_utilization / (cost * self.demand)
 
+    def expected_load(self) -> float:
+        """Share of the workers' time the open sessions are expected to keep busy (0 while
+        unmeasured): ``sessions x cost x demand / workers``."""
+        return self.utilization() * self.config.target_utilization
+
     def utilization(self) -> float:
         """Share of the target the open sessions are expected to use (0 while unmeasured)."""
         capacity = self.capacity_sessions()

@@ -8,10 +8,13 @@ Measured on the full-size SenseVoiceSmall int8 graph (docs/engine.md, "CPU threa
   measurable time (thread CPU per utterance equal within 5 % at 2 s and 10 s, batches 1-16);
 - **no spinning**: intra-op threads that spin between parallel sections hold the cores other
   threads need; on a shared 2-core machine a 2 s call with 2 spinning threads ran at 1.9x real
-  time, with 2 threads that sleep at 6.1x, and with one thread at 4.4x;
+  time, with 2 threads that sleep at 6.1x, and with one thread at 4.4x. The one exception is
+  the encoder's wide session for lone calls (``lone_call.py``), which runs only when no other
+  model work does;
 - **inter-op 1**, sequential execution: the graph is one chain of layers;
 - ``threads`` intra-op threads per session (``encoder_threads``: one for the encoder unless
-  configured): the model workers run their calls on their own threads.
+  configured, and every core for its wide session): the model workers run their calls on their
+  own threads.
 
 Concurrency: pure; any thread may call these.
 """
