@@ -89,7 +89,7 @@ class BatcherConfig:
     # A batch runs alone (every core, lone_call.py) only while the open sessions are expected to
     # keep the model's workers busy less than this share of the time: above it another batch often
     # starts during the wide call and the two contend (docs/engine.md, "CPU threads").
-    lone_call_max_load: float = 0.25
+    lone_call_max_load: float = 0.1
 
 
 @dataclass
