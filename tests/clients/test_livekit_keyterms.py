@@ -1,6 +1,6 @@
 """livekit-plugins-emostt's keyterms with the real livekit-agents framework against a real server
 with the demo model (tests/clients/keyterms.py): ``STT(keyterms=...)`` goes out in each stream's
-config message and biases the decoding ("alone" comes back only with the keyterm), the session
+config message and biases the decoding ("door" comes back only with the keyterm), the session
 reports it (``SpeechStream.session_config``), ``STT.update_options(keyterms=...)`` replaces it on the
 open stream, finals carry ``metadata["keyterms_matched"]``, and ``recognize()`` sends them over REST."""
 

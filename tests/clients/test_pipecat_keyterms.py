@@ -1,6 +1,6 @@
 """pipecat-emostt's keyterms in real Pipecat pipelines against a real server with the demo model
 (tests/clients/keyterms.py): ``Settings(keyterms=...)`` goes out on connect and biases the decoding
-("alone" comes back only with the keyterm), the server's answer is the service's session config
+("door" comes back only with the keyterm), the server's answer is the service's session config
 (``on_session_config``), an ``STTUpdateSettingsFrame`` replaces the list on the open session, and
 each ``TranscriptionFrame``'s ``result`` carries ``keyterms_matched``.
 

@@ -1,6 +1,6 @@
 """The Python SDK's keyterms against a real server with the demo model (tests/clients/keyterms.py):
 ``connect(keyterms=...)`` goes out in the config message, the server echoes it and biases the
-decoding ("alone" comes back only with the keyterm), ``configure(keyterms=...)`` replaces the list
+decoding ("door" comes back only with the keyterm), ``configure(keyterms=...)`` replaces the list
 mid-stream, finals carry a typed ``keyterms_matched``; ``transcribe_file`` and the CLI take them too."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def server(demo_engine: Engine) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keyterms") / "leave_me_alone.wav"
+    path = tmp_path_factory.mktemp("keyterms") / "open_the_door.wav"
     sf.write(path, half_heard(), RATE, subtype="PCM_16")
     return path
 

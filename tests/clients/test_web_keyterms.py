@@ -1,6 +1,6 @@
 """The web client's keyterms (clients/web/emostt.js, run in Node) against a real server with the
 demo model (tests/clients/keyterms.py): ``keyterms`` goes out in the config message sent with each
-``ready`` and biases the decoding ("alone" comes back only with the keyterm), the server echoes it,
+``ready`` and biases the decoding ("door" comes back only with the keyterm), the server echoes it,
 ``configure({keyterms})`` replaces the list mid-session, and finals carry ``keyterms_matched``."""
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ def server(demo_engine: Engine) -> Iterator[Server]:
 async def test_the_web_clients_keyterms_bias_the_result_and_configure_replaces_them(
     server: Server, tmp_path: Path
 ) -> None:
-    clip = tmp_path / "leave_me_alone.pcm"
+    clip = tmp_path / "open_the_door.pcm"
     clip.write_bytes(half_heard_pcm())
     process = await asyncio.create_subprocess_exec(
-        *node("keyterms", f"ws://{server.base}", str(clip)),
+        *node("keyterms", f"ws://{server.base}", str(clip), KEYTERM, OTHER),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -5,11 +5,12 @@
 // stops the client once a session opened by a reconnect is ready, and exits when the stream is
 // `closed`; `... <module URL> turns <server URL>` connects with semantic turns, sends 100 ms of
 // audio, prints each event the client dispatches, and stops after the first final; `... <module
-// URL> keyterms <server URL> <PCM file>` (tests/clients/test_web_keyterms.py) opens a session
-// without keyterms, then one with `keyterms: ["alone"]` that `configure()` changes to ["leave"],
+// URL> keyterms <server URL> <PCM file> <keyterm> <other>` (tests/clients/test_web_keyterms.py)
+// opens a session without keyterms, then one with `keyterms: [keyterm]` that `configure()` changes
+// to [other],
 // sends the clip (PCM s16le, 16 kHz) and `finalize` for each final, and prints the configs the
 // server answered and the finals.
-const [moduleUrl, command, serverUrl, pcmPath] = process.argv.slice(2);
+const [moduleUrl, command, serverUrl, pcmPath, keyterm, other] = process.argv.slice(2);
 const web = await import(moduleUrl);
 const print = (type, detail) => console.log(JSON.stringify({ type, detail }));
 
@@ -62,11 +63,11 @@ if (command === "constants") {
   const client = new web.EmosttClient();
   client.on("error", (detail) => print("error", detail));
   let answered = next(client, "config"); // the answer to the config sent with `ready`
-  await client.connect({ url: serverUrl, deviceId: "web-keyterms", keyterms: ["alone"] });
+  await client.connect({ url: serverUrl, deviceId: "web-keyterms", keyterms: [keyterm] });
   print("config", await answered);
   print("final", await utterance(client));
   answered = next(client, "config");
-  client.configure({ keyterms: ["leave"] });
+  client.configure({ keyterms: [other] });
   print("config", await answered);
   print("final", await utterance(client));
   print("closed", await client.stop({ timeoutMs: 5000 }));

@@ -39,8 +39,14 @@ def demo_data() -> ModuleType:
     return sys.modules["demo_data"]
 
 
-def heldout_clip(text: str, voice: str, speed: int, event: str = "speech") -> np.ndarray:
+def heldout_clip(
+    text: str, voice: str, speed: int, event: str = "speech", emotion: str | None = None
+) -> np.ndarray:
+    """A clip of the held-out set; or, with ``emotion``, that phrase in a held-out voice and speed
+    (both unseen in training) in the given style, whether or not the held-out set holds it."""
     dd = demo_data()
+    if emotion is not None:
+        return np.asarray(dd.make_clip(dd.ClipSpec("speech", text, "en", emotion, event, voice, speed)).audio)
     (spec,) = [
         s
         for s in dd.split_specs("heldout")
@@ -49,31 +55,42 @@ def heldout_clip(text: str, voice: str, speed: int, event: str = "speech") -> np
     return np.asarray(dd.make_clip(spec).audio)
 
 
+# A clip on which a keyterm changes the demo model's output: greedy decoding hears HEARD ("door"
+# trails blank at its frames); with the keyterm MISSED the same audio comes back as SAID. HELD is
+# a word it hears either way.
+HALF_HEARD = {"text": "open the door", "voice": "en+f3", "speed": 215, "emotion": "happy"}
+HEARD, SAID, MISSED, HELD = "open the", "open the door", "door", "open"
+
+
+def half_heard_clip() -> np.ndarray:
+    """16 kHz float32: the clip the demo model hears as HEARD without keyterms."""
+    return heldout_clip(**HALF_HEARD)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def half_heard() -> np.ndarray:
-    """The demo model hears "leave me" here: "alone" trails blank at its frames."""
-    return heldout_clip("leave me alone", "en-us+m2", 198)
+    return half_heard_clip()
 
 
 def test_a_keyterm_recovers_a_word_greedy_decoding_misses(demo_engine: Any, half_heard: np.ndarray) -> None:
     plain, keyed = demo_engine.transcribe(
         [
             TranscriptionRequest(half_heard, word_timestamps=True),
-            TranscriptionRequest(half_heard, word_timestamps=True, keyterms=("alone",)),
+            TranscriptionRequest(half_heard, word_timestamps=True, keyterms=(MISSED,)),
         ]
     )
-    assert plain.text == "leave me" and plain.keyterms_matched is None
-    assert keyed.text == "leave me alone"
-    assert keyed.keyterms_matched == ["alone"]
+    assert plain.text == HEARD and plain.keyterms_matched is None
+    assert keyed.text == SAID
+    assert keyed.keyterms_matched == [MISSED]
     # The rich-tag frames are read as before; only the text changed.
     assert (keyed.language, keyed.emotion, keyed.event) == (plain.language, plain.emotion, plain.event)
     assert keyed.raw_text == plain.raw_text  # funasr's own (greedy) decoding, for reference
     # Words and confidences follow the biased text's own best path.
-    assert keyed.words is not None and [w.word for w in keyed.words] == ["leave", "me", "alone"]
+    assert keyed.words is not None and [w.word for w in keyed.words] == SAID.split()
     assert keyed.words[:2] == plain.words
-    alone = keyed.words[2]
-    assert keyed.words[1].end_ms <= alone.start_ms < alone.end_ms <= keyed.duration_ms
-    assert 0.0 < alone.confidence < 0.5  # the model was unsure, and the result says so
+    missed = keyed.words[2]
+    assert keyed.words[1].end_ms <= missed.start_ms < missed.end_ms <= keyed.duration_ms
+    assert 0.0 < missed.confidence < 0.5  # the model was unsure, and the result says so
     assert 0.0 < keyed.confidence < plain.confidence
     assert "keyterms_matched" in keyed.to_dict() and "keyterms_matched" not in plain.to_dict()
 
@@ -81,7 +98,7 @@ def test_a_keyterm_recovers_a_word_greedy_decoding_misses(demo_engine: Any, half
 def test_phrases_recover_words_too(demo_engine: Any) -> None:
     clips = [
         (heldout_clip("pick it up", "en-us+m2", 198), "pick up", "pick it up"),
-        (heldout_clip("good morning", "en+f3", 215, "bgm"), "morning", "good morning"),
+        (heldout_clip("nice to meet you", "en+f3", 138, emotion="sad"), "nice to you", "nice to meet you"),
     ]
     for audio, heard, said in clips:
         plain, keyed = demo_engine.transcribe(
@@ -116,10 +133,10 @@ def test_requests_without_keyterms_are_untouched_by_keyed_neighbours(
         TranscriptionRequest(half_heard),
         TranscriptionRequest(speech_16k, use_itn=False),
     ]
-    alone = demo_engine.transcribe(batch)
-    mixed = demo_engine.transcribe([batch[0], replace(batch[1], keyterms=("alone",)), batch[2]])
-    assert mixed[0] == alone[0] and mixed[2] == alone[2]
-    assert mixed[1].text == "leave me alone"
+    unkeyed = demo_engine.transcribe(batch)
+    mixed = demo_engine.transcribe([batch[0], replace(batch[1], keyterms=(MISSED,)), batch[2]])
+    assert mixed[0] == unkeyed[0] and mixed[2] == unkeyed[2]
+    assert mixed[1].text == SAID
 
 
 def test_terms_the_model_cannot_spell_decode_greedily(demo_engine: Any, half_heard: np.ndarray) -> None:
@@ -143,11 +160,11 @@ def test_the_onnx_backend_decodes_keyterms_the_same_way(
     plain, keyed, unrelated = engine.transcribe(
         [
             TranscriptionRequest(half_heard),
-            TranscriptionRequest(half_heard, keyterms=("alone",)),
+            TranscriptionRequest(half_heard, keyterms=(MISSED,)),
             TranscriptionRequest(half_heard, keyterms=MANY_UNSEEN),
         ]
     )
-    assert (plain.text, keyed.text, keyed.keyterms_matched) == ("leave me", "leave me alone", ["alone"])
+    assert (plain.text, keyed.text, keyed.keyterms_matched) == (HEARD, SAID, [MISSED])
     assert replace(unrelated, keyterms_matched=None) == plain
 
 
@@ -175,7 +192,7 @@ def test_decodes_are_timed_by_mode_and_matches_counted(
     before = decode_counts()
     mixed = demo_engine.transcribe(
         [
-            TranscriptionRequest(half_heard, keyterms=("alone", "leave", "zebra")),
+            TranscriptionRequest(half_heard, keyterms=(MISSED, HELD, "zebra")),
             TranscriptionRequest(speech_16k),
             TranscriptionRequest(half_heard, keyterms=MANY_UNSEEN),
         ]
@@ -184,5 +201,5 @@ def test_decodes_are_timed_by_mode_and_matches_counted(
     assert (greedy, keyed) == (1, 2)
     assert greedy_s > 0 and keyed_s > 0
     # Each distinct keyterm found in a decoded utterance counts once; unheard ones find nothing.
-    assert mixed[0].keyterms_matched == ["leave", "alone"] and mixed[2].keyterms_matched == []
+    assert mixed[0].keyterms_matched == [HELD, MISSED] and mixed[2].keyterms_matched == []
     assert matched == 2

@@ -86,9 +86,8 @@ class BatcherConfig:
     wait_halflife_s: float = 0.5
     target_utilization: float = 0.7
     session_demand_prior: float = 1.0
-    # A batch runs alone (every core, lone_call.py) only while the open sessions are expected to
-    # keep the model's workers busy less than this share of the time: above it another batch often
-    # starts during the wide call and the two contend (docs/engine.md, "CPU threads").
+    # A batch runs alone (every core, lone_call.py) only below this expected load: above it another
+    # batch often starts during the wide call and the two contend (docs/engine.md, "CPU threads").
     lone_call_max_load: float = 0.1
 
 
@@ -295,8 +294,7 @@ class Batcher:
         return max(min(max_batch, -(-runnable // (idle_others + 1))), 1)
 
     def _take_batch(self, role: WorkerRole) -> tuple[list[_Job], bool] | None:
-        """The next batch for a worker of ``role`` (possibly empty: its jobs were cancelled or shed)
-        and whether it runs alone (no other batch running, nothing left waiting), or None to stop."""
+        """(next batch, whether it runs alone) for a worker of ``role``, or None to stop."""
         cfg = self.config
         with self._cond:
             while not self._has_runnable(role):
@@ -328,12 +326,8 @@ class Batcher:
             taken = {id(j) for j in batch}
             self._waiting = [j for j in self._waiting if id(j) not in taken]
             metrics.QUEUE_DEPTH.set(len(self._waiting))
-            alone = (
-                self.lone_calls
-                and not self._waiting
-                and not any(self._running.values())
-                and self.capacity.expected_load() < cfg.lone_call_max_load
-            )
+            alone = self.lone_calls and not self._waiting and not any(self._running.values())
+            alone = alone and self.capacity.expected_load() < cfg.lone_call_max_load
             if batch:
                 self._running[role] += 1
                 self._running_background += not batch[0].is_final
@@ -376,7 +370,6 @@ class Batcher:
                         self._cond.notify_all()  # a held-back partial may run now
 
     def _run(self, batch: list[_Job], alone: bool) -> None:
-        """Run ``batch`` on the engine; ``alone``: the engine may use every core (``lone_call.py``)."""
         started = self._clock()
         for job in batch:
             waited = started - job.enqueued
@@ -391,8 +384,7 @@ class Batcher:
         metrics.BATCH_INFERENCE_SECONDS.labels(batch[0].kind).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
         if batch[0].is_final and not call.widened:
-            # A lone batch that had every core is not what a worker's batch costs under load,
-            # which is what admission needs (capacity.py).
+            # A widened batch had every core: not what a batch costs under load (capacity.py).
             audio_s = sum(len(j.request.audio) for j in batch) / SAMPLE_RATE
             self.capacity.record_batch_on(backend, lambda: self.model.backend, audio_s, elapsed)
         failed = [(j, o) for j, o in zip(batch, outcomes, strict=True) if isinstance(o, Failed)]
