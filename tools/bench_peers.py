@@ -27,7 +27,8 @@ What runs (``--work`` keeps the files; each is made once):
    process's speed was seen to depend on when it loaded), warms it up on a 2 s and a 10 s
    clip, and runs every cell on every engine in turn; throughput is audio seconds per wall
    second of the median repetition; single 2 s calls: ``--latency-calls`` per engine per
-   repetition, interleaved the same way;
+   repetition, interleaved the same way; every call starts ``SETTLE_S`` after the one before
+   (the peers' ONNX Runtime threads spin on after a call);
 5. memory: each engine's peak RSS (VmHWM over its life: load included; the highest of the
    repetitions) and its RSS 2 s after its 16 x 10 s call (the median);
 6. text: each clip decoded alone by each engine, rich tags removed; the pairs compared;
@@ -70,6 +71,9 @@ ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx")
 PEERS = ("sherpa-onnx", "funasr-onnx")
 CELLS = [(2, 1), (2, 4), (2, 16), (10, 1), (10, 4), (10, 16)]
 STEADY_WAIT_S = 2.0  # an engine's RSS is read this long after its 16 x 10 s call
+# Every call starts this long after the previous engine's call ended: ONNX Runtime's default pool
+# threads (the peers') spin on after a call, and would hold a core the next engine's call needs.
+SETTLE_S = 0.25
 
 
 def versions() -> dict[str, str]:
@@ -206,6 +210,7 @@ def run_engines(args: argparse.Namespace, dirs: dict[str, Path], clips: Path) ->
             own = {e: tree_usage(c.proc.pid)[0] for e, c in children.items()}
             for seconds, batch in CELLS:
                 for name in order:
+                    time.sleep(SETTLE_S)
                     answer = children[name].ask(op="run", seconds=seconds, batch=batch)
                     walls[name][cell_key(seconds, batch)].append(answer["wall_s"])
                     cpus[name][cell_key(seconds, batch)].append(answer["cpu_s"])
@@ -214,6 +219,7 @@ def run_engines(args: argparse.Namespace, dirs: dict[str, Path], clips: Path) ->
                         steady[name].append(children[name].status_mib("VmRSS"))
             for _ in range(args.latency_calls):
                 for name in order:
+                    time.sleep(SETTLE_S)
                     latency[name].append(children[name].ask(op="run", seconds=2, batch=1)["wall_s"])
             loads.append(repetition_load(busy, began, own, children))
             print(f"repetition {rep + 1}/{args.reps}: {loads[-1]}", file=sys.stderr)
