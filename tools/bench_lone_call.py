@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """A lone call on the torch-free engine: one worker's one-thread session against the wide session
 an idle server runs it on (``inference/lone_call.py``), with spinning threads (the server's
-choice) and with sleeping ones. Interleaved calls in one process, so every variant sees the same
-load; the clips are tools/bench_peers.py's (2 s and 10 s espeak-ng speech).
+choice), with sleeping ones, and with spinning ones and ONNX Runtime's CPU memory arena on.
+Interleaved calls in one process, so every variant sees the same load, ``--gap`` seconds apart
+(0.25: as tools/bench_peers.py spaces its calls); the clips are tools/bench_peers.py's (2 s and
+10 s espeak-ng speech).
 
     python tools/bench_lone_call.py --model EXPORTED_DIR [--calls 30] [--out docs/bench/lone-call.json]
 
@@ -34,18 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_clips import make_clips
 
 
-def engine_with(model: Path, threads: int, spinning: bool) -> OnnxEngine:
+def engine_with(model: Path, threads: int, spinning: bool, arena: bool = False) -> OnnxEngine:
     """The server's engine, its wide session rebuilt with sleeping threads when not ``spinning``
-    (a measurement harness: the server always builds it spinning)."""
+    and with the memory arena on with ``arena`` (a measurement harness: the server always builds
+    it spinning, with no arena)."""
     import onnxruntime as ort
 
     engine = load_engine(str(model), EngineOptions(device="cpu", lone_call_threads=threads))
     assert isinstance(engine, OnnxEngine), "give an exported dir (emostt model export)"
-    if not spinning:
+    if arena or not spinning:
         encoder = engine._encoder
-        encoder._wide = ort.InferenceSession(
-            str(encoder.path), session_options(threads, spinning=False), providers=CPU_PROVIDERS
-        )
+        options = session_options(threads, spinning=spinning)
+        options.enable_cpu_mem_arena = arena
+        encoder._wide = ort.InferenceSession(str(encoder.path), options, providers=CPU_PROVIDERS)
     return engine
 
 
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/emostt-peers"))
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds between calls")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -64,10 +68,12 @@ def main() -> None:
     clips = make_clips(args.work / "clips.npz")
     spinning = engine_with(args.model, args.threads, spinning=True)
     sleeping = engine_with(args.model, args.threads, spinning=False)
+    arena = engine_with(args.model, args.threads, spinning=True, arena=True)
     variants = (
         ("one worker's thread (under load)", spinning, False),
         (f"wide, {args.threads} spinning threads (lone call)", spinning, True),
         (f"wide, {args.threads} sleeping threads", sleeping, True),
+        (f"wide, {args.threads} spinning threads, arena on", arena, True),
     )
     results: dict[str, dict[str, dict[str, float]]] = {}
     for clip_name, seconds in (("s2", 2), ("s10", 10)):
@@ -78,6 +84,7 @@ def main() -> None:
                 engine.transcribe(request)
         for _ in range(args.calls):
             for label, engine, alone in variants:
+                time.sleep(args.gap)
                 with running_alone(alone):
                     started = time.perf_counter()
                     engine.transcribe(request)
@@ -94,6 +101,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "model": str(args.model),
         "calls": args.calls,
+        "gap_s": args.gap,
         "results": results,
     }
     if args.out:
