@@ -75,8 +75,10 @@ def servers() -> Iterator[list[Serve]]:
 
 
 def export_processes(cache: Path) -> list[psutil.Process]:
-    """Live export children that export into ``cache`` (zombies are gone: they run nothing)."""
-    found = []
+    """Live export children that export into ``cache`` (zombies are gone: they run nothing).
+    A process an export forks to run a tool carries the export's command line until it execs;
+    it is not another export, so children of an export are left out."""
+    found: dict[int, tuple[psutil.Process, int]] = {}
     for process in psutil.process_iter():
         try:
             cmdline = " ".join(process.cmdline())
@@ -85,10 +87,10 @@ def export_processes(cache: Path) -> list[psutil.Process]:
                 and str(cache) in cmdline
                 and process.status() != psutil.STATUS_ZOMBIE
             ):
-                found.append(process)
+                found[process.pid] = (process, process.ppid())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return found
+    return [process for process, parent in found.values() if parent not in found]
 
 
 def staging(cache: Path) -> list[Path]:
