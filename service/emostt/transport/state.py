@@ -50,6 +50,9 @@ class AppState:
     ready: bool = False
     draining: bool = False
     connections: dict[str, Drainable] = field(default_factory=dict)
+    # Carrier sockets still open: a call's sessions end before its socket closes, and the drain
+    # waits for that close too (else the server's own shutdown closes the socket first, reasonless).
+    open_calls: int = 0
 
     @property
     def model(self) -> ModelInfo | None:
@@ -116,7 +119,7 @@ class AppState:
         for connection in list(self.connections.values()):
             connection.drain()
         deadline = time.monotonic() + timeout_s
-        while self.connections and time.monotonic() < deadline and not cut_short():
+        while (self.connections or self.open_calls) and time.monotonic() < deadline and not cut_short():
             await asyncio.sleep(0.05)
         for connection in list(self.connections.values()):
             connection.interrupt(

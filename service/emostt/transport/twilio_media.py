@@ -271,18 +271,22 @@ async def _serve(
         },
     )
     pump = asyncio.create_task(_pump(websocket, carrier, tracks))
+    state.open_calls += 1
     try:
         results = await asyncio.gather(*(run_session(c, config) for c in connections), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("call session failed", exc_info=result, extra={"carrier": carrier.name})
     finally:
-        pump.cancel()
-        with contextlib.suppress(BaseException):
-            await pump
-        ended = [t for t in tracks.values() if t.close_code != CLOSE_NORMAL.code] or list(tracks.values())
-        with contextlib.suppress(Exception):
-            await websocket.close(ended[0].close_code, ended[0].close_reason)
+        try:
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+            ended = [t for t in tracks.values() if t.close_code != CLOSE_NORMAL.code] or list(tracks.values())
+            with contextlib.suppress(Exception):
+                await websocket.close(ended[0].close_code, ended[0].close_reason)
+        finally:
+            state.open_calls -= 1
 
 
 async def _pump(websocket: WebSocket, carrier: Carrier, tracks: Mapping[str, _Track]) -> None:
