@@ -1,7 +1,7 @@
 """What the clients' keyterm tests share: a real server (``emostt serve``'s uvicorn configuration on a
 free port, the bundled demo model) and a clip on which a keyterm changes the demo model's output.
 
-The clip is tests/integration/test_keyterms_engine.py's HALF_HEARD ("open the door", a held-out
+The clip is tests/integration/test_keyterms_engine.py's half_heard_clip ("open the door", a held-out
 voice and speed). Sent alone as a session's first audio and ended by ``finalize`` right after it,
 greedy decoding hears "open the" ("door" trails blank at its frames); with the keyterm "door" the
 same audio comes back as "open the door", and the final's ``keyterms_matched`` is ``["door"]``.

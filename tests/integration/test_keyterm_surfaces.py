@@ -1,7 +1,7 @@
 """Keyterms on every surface of a real server with the demo model: the /ws/stt ``keyterms`` config
 (replaceable mid-session), the REST ``keyterms`` field and OpenAI's ``prompt`` through the
 official ``openai`` client, and Realtime's ``transcription.prompt``. The clip is a held-out one
-the demo model hears as "open the" (HALF_HEARD, tests/integration/test_keyterms_engine.py); the
+the demo model hears as "open the" (half_heard_clip, tests/integration/test_keyterms_engine.py); the
 keyterm "door" recovers the word, and finals say which keyterms they matched."""
 
 from __future__ import annotations

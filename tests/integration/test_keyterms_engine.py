@@ -58,13 +58,12 @@ def heldout_clip(
 # A clip on which a keyterm changes the demo model's output: greedy decoding hears HEARD ("door"
 # trails blank at its frames); with the keyterm MISSED the same audio comes back as SAID. HELD is
 # a word it hears either way.
-HALF_HEARD = {"text": "open the door", "voice": "en+f3", "speed": 215, "emotion": "happy"}
 HEARD, SAID, MISSED, HELD = "open the", "open the door", "door", "open"
 
 
 def half_heard_clip() -> np.ndarray:
     """16 kHz float32: the clip the demo model hears as HEARD without keyterms."""
-    return heldout_clip(**HALF_HEARD)  # type: ignore[arg-type]
+    return heldout_clip(SAID, "en+f3", 215, emotion="happy")
 
 
 @pytest.fixture(scope="module")

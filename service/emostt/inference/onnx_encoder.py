@@ -53,7 +53,8 @@ class OnnxEncoder:
         self.threads = threads
 
     def session_for_this_call(self) -> Any:
-        """The wide session for a call that runs alone (when there is one), else the shared one."""
+        """The wide session for a call that runs alone (when there is one; the call is then recorded
+        as widened, ``lone_call.widen_this_call``), else the shared one."""
         if self._wide is not None and is_lone_call():
             widen_this_call()
             return self._wide

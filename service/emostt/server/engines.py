@@ -101,18 +101,18 @@ async def _warm_up(batcher: Batcher) -> None:
     (``inference/lone_call.py``) has set-up costs of its own."""
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(int(WARMUP_AUDIO_S * SAMPLE_RATE)) * 0.01).astype(np.float32)
+    short = audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)]
     batcher.lone_calls = False  # every worker's own path, and its cost under load, first
     try:
         for round_ in range(2):
             if round_ == 1:
                 batcher.capacity.forget()  # the first round's set-up costs are not serving costs
-            clip = audio if round_ else audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)]
+            clip = audio if round_ else short
             requests = [TranscriptionRequest(clip) for _ in range(batcher.final_workers)]
             await asyncio.gather(*(batcher.submit(r, is_final=True, session_id="warmup") for r in requests))
     finally:
         batcher.lone_calls = True
-    lone = TranscriptionRequest(audio[: int(FIRST_WARMUP_AUDIO_S * SAMPLE_RATE)])
-    await batcher.submit(lone, is_final=True, session_id="warmup")
+    await batcher.submit(TranscriptionRequest(short), is_final=True, session_id="warmup")
 
 
 def _make_batcher(settings: Settings, runner: ResilientRunner, primary: Engine) -> Batcher:
