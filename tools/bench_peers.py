@@ -14,9 +14,10 @@ What runs (``--work`` keeps the files; each is made once):
 
 1. ``MODEL`` copied with ``frontend_conf.dither: 0`` (links to its weights; only config.yaml
    differs): dither off in every engine, so equal graphs give equal text;
-2. emostt's export of it (``emostt model export``); funasr-onnx's dir links that graph, which
-   is the graph funasr-onnx exports itself (funasr's exporter, the same bytes);
-   sherpa-onnx's export (tools/peer_export.py, its own script adapted);
+2. emostt's export of it (``emostt model export``: signed int8 weights); funasr's own export
+   (funasr-onnx's graph: unsigned int8 weights) and sherpa-onnx's (its own script adapted; per
+   tensor, unsigned), both by tools/peer_export.py; ``funasr-onnx-signed`` is funasr-onnx on
+   emostt's graph (the engines compared on one graph; not a peer as it ships);
 3. 16 espeak-ng clips of exactly 2 s and 16 of 10 s (English sentences, 8 voices), the same
    float32 samples for every engine;
 4. each engine in its own process (tools/peer_engines.py; RSS is its own), ``--threads`` (2)
@@ -61,14 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer_report
 from bench_stream import tree_usage
 from peer_clips import make_clips
-from peer_export import SHERPA_MODEL, funasr_onnx_dir
+from peer_export import FUNASR_ONNX_GRAPH, SHERPA_MODEL, funasr_onnx_dir
 from peer_report import busy_cpu_s, git_revision
 from peer_serve import serve_once
 from reliability import machine_info, proc_status_kib
 
 TOOLS = Path(__file__).resolve().parent
-ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx")
-PEERS = ("sherpa-onnx", "funasr-onnx")
+ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx", "funasr-onnx-signed")
 CELLS = [(2, 1), (2, 4), (2, 16), (10, 1), (10, 4), (10, 16)]
 STEADY_WAIT_S = 2.0  # an engine's RSS is read this long after its 16 x 10 s call
 # Every call starts this long after the previous engine's call ended: ONNX Runtime's default pool
@@ -117,16 +117,23 @@ def prepare(args: argparse.Namespace) -> dict[str, Path]:
         "emostt": work / "emostt",
         "sherpa-onnx": work / "sherpa-onnx",
         "funasr-onnx": work / "funasr-onnx",
+        "funasr-onnx-signed": work / "funasr-onnx-signed",
     }
     if not (dirs["emostt"] / "emostt-onnx-model.json").is_file():
-        print("exporting for emostt (and funasr-onnx) ...", file=sys.stderr)
+        print("exporting for emostt ...", file=sys.stderr)
         run = [sys.executable, "-m", "emostt", "model", "export", str(model), str(dirs["emostt"])]
         subprocess.run(run, check=True)
     if not (dirs["sherpa-onnx"] / SHERPA_MODEL).is_file():
         print("exporting for sherpa-onnx ...", file=sys.stderr)
         run = [sys.executable, str(TOOLS / "peer_export.py"), "sherpa", str(model), str(dirs["sherpa-onnx"])]
         subprocess.run(run, check=True)
-    funasr_onnx_dir(model, dirs["emostt"] / "model_quant.onnx", dirs["funasr-onnx"])
+    funasr_export = work / "funasr-export"
+    if not (funasr_export / FUNASR_ONNX_GRAPH).is_file():
+        print("exporting for funasr-onnx ...", file=sys.stderr)
+        run = [sys.executable, str(TOOLS / "peer_export.py"), "funasr", str(model), str(funasr_export)]
+        subprocess.run(run, check=True)
+    funasr_onnx_dir(model, funasr_export / FUNASR_ONNX_GRAPH, dirs["funasr-onnx"])
+    funasr_onnx_dir(model, dirs["emostt"] / FUNASR_ONNX_GRAPH, dirs["funasr-onnx-signed"])
     dirs["emostt-engine"] = dirs["emostt"]
     return dirs
 

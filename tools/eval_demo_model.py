@@ -109,6 +109,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default="demo")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--phone", choices=sorted(SOX_G711), default=None, help="through 8 kHz G.711 first")
@@ -117,7 +118,9 @@ def main() -> None:
     clips = demo_data.generate("heldout")
     if args.phone:
         clips = [dataclasses.replace(c, audio=through_phone(c.audio, args.phone)) for c in clips]
-    engine = SenseVoiceEngine.load(args.model, EngineOptions(device="cpu", precision=args.precision))
+    engine = SenseVoiceEngine.load(
+        args.model, EngineOptions(device="cpu", precision=args.precision, backend=args.backend)
+    )
     results: list[TranscriptionResult] = []
     for i in range(0, len(clips), args.batch):
         chunk = clips[i : i + args.batch]
@@ -126,6 +129,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "model": args.model,
         "precision": args.precision,
+        "backend": engine.info.backend,
         "phone": args.phone,
         "metrics": score(clips, results),
         "failures": [

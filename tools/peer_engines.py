@@ -15,7 +15,7 @@ Each engine decodes the clips the parent saved (float32 16 kHz, ``s2`` and ``s10
 - ``sherpa-onnx``: ``OfflineRecognizer.from_sense_voice`` (``--dir``: sherpa's export,
   tools/peer_export.py), one ``decode_streams`` of B streams, ``--threads`` threads;
 - ``funasr-onnx``: ``SenseVoiceSmall(dir, batch_size=16, quantize=True)``, one call of B clips,
-  ``--threads`` intra-op threads.
+  ``--threads`` intra-op threads; ``funasr-onnx-signed``: the same on a dir holding emostt's graph.
 
 Every engine: language auto, ITN on (emostt's default), no dither. The first line out is
 ``{"ready": ..., "load_s": ...}``; then one JSON line per command in: ``{"op": "run",
@@ -40,7 +40,7 @@ import numpy as np
 
 from emostt.inference.rich_tokens import QUERY_FRAMES, strip_rich_tags
 
-ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx")
+ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx", "funasr-onnx-signed")
 
 Decode = Callable[[list[np.ndarray]], list[str]]
 

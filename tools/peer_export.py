@@ -14,9 +14,11 @@
   and ``tokens.txt`` (``piece id`` per line) from the dir's sentencepiece model;
 - **funasr-onnx**: its ``SenseVoiceSmall(model_dir, quantize=True)`` reads ``model_quant.onnx``,
   ``config.yaml``, ``am.mvn`` and the sentencepiece model from one dir. funasr-onnx exports with
-  funasr's exporter (``AutoModel.export(type="onnx", quantize=True)``) when the graph is
-  missing, which is the exporter ``emostt model export`` runs: the dir links emostt's exported
-  graph (the same bytes) beside the model dir's other files.
+  funasr's exporter (``AutoModel.export(type="onnx", quantize=True)``: unsigned int8 weights per
+  channel) when the graph is missing; ``export_funasr`` runs that exporter, and the dir links its
+  graph beside the model dir's other files. emostt exports the same fp32 graph but quantizes its
+  weights signed (emostt.inference.int8_weights); ``funasr-onnx-signed`` is funasr-onnx given
+  emostt's graph instead, which tells the engine's share from the quantization's.
 
 Run by tools/bench_peers.py (``python tools/peer_export.py sherpa MODEL_DIR OUT_DIR`` in a child
 process: the export holds the fp32 model, the traced graph and the quantizer's copies, several
@@ -157,6 +159,18 @@ def export_sherpa(model_dir: Path, out: Path) -> None:
         extra.unlink()
 
 
+def export_funasr(model_dir: Path, out: Path) -> None:
+    """``out/model_quant.onnx``: funasr's own export of ``model_dir``, quantized as funasr does."""
+    from funasr import AutoModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    auto = AutoModel(model=str(model_dir), device="cpu", disable_update=True, disable_pbar=True)
+    auto.export(type="onnx", quantize=True, output_dir=str(out), device="cpu")
+    for path in out.iterdir():  # the fp32 graph and its external data
+        if path.name != FUNASR_ONNX_GRAPH:
+            path.unlink()
+
+
 def funasr_onnx_dir(model_dir: Path, graph: Path, out: Path) -> None:
     """A funasr-onnx model dir: ``graph`` (the int8 graph) and the model dir's config, CMVN and
     sentencepiece model, linked."""
@@ -182,11 +196,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("peer", choices=["sherpa"])
+    parser.add_argument("peer", choices=["sherpa", "funasr"])
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    export_sherpa(args.model_dir, args.out)
+    (export_sherpa if args.peer == "sherpa" else export_funasr)(args.model_dir, args.out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,17 +21,21 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
 import pytest
 
 from emostt.audio import read_audio_file
 from emostt.errors import ModelLoadError
+from emostt.inference import onnx_encoder
 from emostt.inference.engine import TranscriptionRequest, TranscriptionResult
+from emostt.inference.int8_weights import FUNASR_QUANTIZATION, QUANTIZATION, unsigned_weights
 from emostt.inference.lone_call import running_alone
 from emostt.inference.model_source import EXPORTED_MANIFEST
 from emostt.inference.onnx_engine import OnnxEngine
 from emostt.inference.onnx_model import model_dir_files
 from emostt.inference.options import EngineOptions
 from emostt.inference.ort_session import EncoderThreads
+from emostt.inference.revision import file_digest
 from emostt.inference.sensevoice import SenseVoiceEngine
 from emostt.inference.serving import load_engine
 from tests.conftest import espeak, noise_utterances
@@ -137,9 +142,63 @@ def test_the_exported_dir_holds_the_graph_tokenizer_cmvn_settings_and_identity(
     assert manifest["frontend"]["lfr_m"] == 7 and manifest["frontend"]["lfr_n"] == 6
     names = {p.name for p in exported_demo.iterdir()}
     assert names == {EXPORTED_MANIFEST, "model_quant.onnx", "am.mvn", "chn_jpn_yue_eng_ko_spectok.bpe.model"}
+    assert manifest["quantization"] == QUANTIZATION
+    assert weight_types(exported_demo / "model_quant.onnx") == {onnx.TensorProto.INT8}
     # The graph is the cache's, byte for byte: one export per revision.
     (entry,) = [p for p in cache.iterdir() if p.name.startswith(manifest["revision"])]
     assert (exported_demo / "model_quant.onnx").read_bytes() == (entry / "model_quant.onnx").read_bytes()
+
+
+def weight_types(graph: Path) -> set[int]:
+    """The element types of the graph's MatMulInteger weights."""
+    model = onnx.load(str(graph))
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    return {inits[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger"}
+
+
+def test_an_older_export_with_unsigned_weights_still_serves_and_says_to_export_again(
+    exported_demo: Path,
+    cache: Path,
+    tmp_path: Path,
+    phrases: list[np.ndarray],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dir exported before the weights were signed (funasr's quantization: unsigned, and no
+    ``quantization`` in its manifest) is served; the shift to unsigned weights is exact, so its
+    results are the signed graph's."""
+    older = tmp_path / "older"
+    shutil.copytree(exported_demo, older)
+    (older / "model_quant.onnx").write_bytes(unsigned_weights(exported_demo / "model_quant.onnx"))
+    manifest = json.loads((older / EXPORTED_MANIFEST).read_text())
+    del manifest["quantization"]
+    manifest["graph"]["sha256"] = file_digest(older / "model_quant.onnx")
+    (older / EXPORTED_MANIFEST).write_text(json.dumps(manifest))
+    assert weight_types(older / "model_quant.onnx") == {onnx.TensorProto.UINT8}
+    with caplog.at_level(logging.WARNING, logger="emostt.inference.onnx_model"):
+        engine = load_engine(str(older), auto_options(cache))
+    assert isinstance(engine, OnnxEngine) and engine.model.quantization == FUNASR_QUANTIZATION
+    assert "export it again" in caplog.text
+    signed = load_engine(str(exported_demo), auto_options(cache))
+    requests = varied_requests(phrases)
+    assert worst_gap(engine.transcribe(requests), signed.transcribe(requests)) <= TOLERANCE
+
+
+def test_on_a_cpu_without_vnni_the_weights_are_made_unsigned_with_the_same_results(
+    exported_demo: Path,
+    cache: Path,
+    phrases: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Where u8 x s8 would sum in 16 bits and saturate (x86 without VNNI: the CPU's answer is
+    injected here), the encoder shifts the signed weights to unsigned as it loads them."""
+    signed = load_engine(str(exported_demo), auto_options(cache))
+    monkeypatch.setattr(onnx_encoder, "signed_weights_exact", lambda: False)
+    with caplog.at_level(logging.INFO, logger="emostt.inference.int8_weights"):
+        shifted = load_engine(str(exported_demo), auto_options(cache))
+    assert "shifted to unsigned" in caplog.text
+    requests = varied_requests(phrases)
+    assert worst_gap(shifted.transcribe(requests), signed.transcribe(requests)) <= TOLERANCE
 
 
 def test_an_exported_dir_gives_the_torch_onnx_paths_results(
@@ -317,6 +376,19 @@ def test_transcribe_on_an_exported_dir_never_imports_torch_or_funasr(
     modules = imported_modules(done.stderr)
     assert "emostt.inference.onnx_engine" in modules
     assert not [m for m in modules if m.split(".")[0] in ("torch", "funasr")]
+
+
+def test_the_slim_image_can_shift_weights_to_unsigned(exported_demo: Path, tmp_path: Path) -> None:
+    """A slim pod on an x86 CPU without VNNI shifts the weights with onnx, which it installs."""
+    script = (
+        "import sys; from pathlib import Path; from emostt.inference.int8_weights import unsigned_weights; "
+        "print(len(unsigned_weights(Path(sys.argv[1]))))"
+    )
+    command = [sys.executable, *PYTHON_FLAGS, "-c", script, str(exported_demo / "model_quant.onnx")]
+    env = as_in_slim_image(clean_env(), tmp_path)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout) > 1_000_000
 
 
 def test_without_torch_a_model_that_needs_it_is_a_clear_error(tmp_path: Path) -> None:

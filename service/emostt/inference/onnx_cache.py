@@ -1,15 +1,17 @@
 """The ONNX export cache: one entry per model revision and exporter versions, written once.
 
-funasr's exporter (``AutoModel.export(type="onnx", quantize=True)``, the path its ONNX
-runtime and sherpa-onnx models come from) writes the query embeddings, the SANM encoder and
-the CTC projection as one graph, MatMuls dynamically quantized to int8. It takes minutes on
-the real model, so the result is kept. In the cache root (EMOSTT_ONNX_CACHE_DIR, default
-``~/.cache/emostt/onnx``):
+funasr's exporter (``AutoModel.export(type="onnx")``, the path its ONNX runtime and
+sherpa-onnx models come from) writes the query embeddings, the SANM encoder and the CTC
+projection as one fp32 graph; its MatMuls are then dynamically quantized to int8 with signed
+weights (``int8_weights.quantize_encoder``; funasr's own quantization uses unsigned ones). It
+takes minutes on the real model, so the result is kept. In the cache root
+(EMOSTT_ONNX_CACHE_DIR, default ``~/.cache/emostt/onnx``):
 
 - ``<entry>/``: a finished export (``model_quant.onnx``, then the ``complete`` marker). The
-  entry's name is the model's content revision (``revision.py``) and the versions of torch,
-  onnxruntime and funasr, so a different model or exporter never finds it. Entries of older
-  emostt versions (named by a weaker key) have another shape of name and are never read.
+  entry's name is the model's content revision (``revision.py``), the versions of torch,
+  onnxruntime and funasr, and the quantization, so a different model, exporter or quantization
+  never finds it. Entries of older emostt versions (named by a weaker key) have another shape
+  of name and are never read.
 - ``.lock-<entry>``: the entry's export lock (``fcntl.flock``).
 - ``.export-<entry>.<random>/``: a staging dir, renamed to ``<entry>`` when complete, so a
   crash mid-export never leaves a half-written entry that looks complete.
@@ -43,11 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from emostt.errors import ModelLoadError
+from emostt.inference.int8_weights import QUANTIZATION, quantize_encoder
 from emostt.inference.stdout_guard import stdout_to_stderr
 
 log = logging.getLogger(__name__)
 
 QUANTIZED_FILE = "model_quant.onnx"
+FP32_FILE = "model.onnx"  # funasr's exporter's name for the fp32 graph
 COMPLETE_MARKER = "complete"
 LOCK_PREFIX = ".lock-"
 STAGING_PREFIX = ".export-"
@@ -71,10 +75,11 @@ def cache_dir_for(root: Path, revision: str) -> Path:
     torch-free engine looks its export up here without importing torch or funasr."""
     import onnxruntime as ort
 
-    # The graph depends on the exporter (torch, funasr) and its quantizer (onnxruntime) too.
+    # The graph depends on the exporter (torch, funasr) and its quantizer (onnxruntime, how) too.
     torch_version = _installed_version("torch").split("+")[0]
     funasr_version = _installed_version("funasr")
-    return root / f"{revision}-torch{torch_version}-ort{ort.__version__}-funasr{funasr_version}"
+    exporter = f"torch{torch_version}-ort{ort.__version__}-funasr{funasr_version}"
+    return root / f"{revision}-{exporter}-{QUANTIZATION}"
 
 
 def _installed_version(package: str) -> str:
@@ -162,13 +167,14 @@ def export_locked(auto_model: Any, cache_dir: Path) -> Path:
     log.info("exporting the encoder to ONNX (int8), once per model revision", extra={"dir": str(cache_dir)})
     try:
         with stdout_to_stderr():
-            auto_model.export(type="onnx", quantize=True, output_dir=str(staging), device="cpu")
+            auto_model.export(type="onnx", quantize=False, output_dir=str(staging), device="cpu")
+        if not (staging / FP32_FILE).is_file():
+            raise ModelLoadError(f"funasr's ONNX export wrote no {FP32_FILE}")
+        quantize_encoder(staging / FP32_FILE, staging / QUANTIZED_FILE)
         # Only the int8 graph is served; the fp32 export (weights as external data) is not.
         for path in staging.iterdir():
             if path.name != QUANTIZED_FILE:
                 path.unlink() if path.is_file() else shutil.rmtree(path)
-        if not (staging / QUANTIZED_FILE).is_file():
-            raise ModelLoadError(f"funasr's ONNX export wrote no {QUANTIZED_FILE}")
         (staging / COMPLETE_MARKER).write_text("ok\n")
         _move_into_place(staging, cache_dir)
     except ModelLoadError:

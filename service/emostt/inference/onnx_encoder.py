@@ -11,6 +11,9 @@ With ``threads.lone_call``, a second (wide) session of that many spinning thread
 batcher marks as alone (``lone_call.py``): an idle server gives a lone utterance every core,
 while under load each worker keeps its own one-thread calls. It costs one more copy of the
 weights in memory (~250 MiB for the full-size model; docs/engine.md, "CPU threads").
+
+The graph's int8 weights are signed (``int8_weights.py``); on an x86 CPU without VNNI they are
+shifted to unsigned as the sessions are made, which gives the same results exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from emostt.errors import ModelLoadError
+from emostt.inference.int8_weights import signed_weights_exact, unsigned_weights
 from emostt.inference.lone_call import is_lone_call, widen_this_call
 from emostt.inference.ort_session import CPU_PROVIDERS, EncoderThreads, session_options
 
@@ -37,16 +41,18 @@ class OnnxEncoder:
         import onnxruntime as ort
 
         try:
+            graph: str | bytes = str(path) if signed_weights_exact() else unsigned_weights(path)
             self._session = ort.InferenceSession(
-                str(path), session_options(threads.per_call), providers=CPU_PROVIDERS
+                graph, session_options(threads.per_call), providers=CPU_PROVIDERS
             )
             self._wide = (
                 ort.InferenceSession(
-                    str(path), session_options(threads.lone_call, spinning=True), providers=CPU_PROVIDERS
+                    graph, session_options(threads.lone_call, spinning=True), providers=CPU_PROVIDERS
                 )
                 if threads.lone_call
                 else None
             )
+            del graph  # the serialized copy, where one was made: the sessions hold their own
         except Exception as exc:
             raise ModelLoadError(f"cannot load ONNX encoder {path}: {exc}") from exc
         self.path = path
