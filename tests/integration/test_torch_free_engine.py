@@ -194,7 +194,7 @@ def test_on_a_cpu_without_vnni_the_weights_are_made_unsigned_with_the_same_resul
     injected here), the encoder shifts the signed weights to unsigned as it loads them."""
     signed = load_engine(str(exported_demo), auto_options(cache))
     monkeypatch.setattr(onnx_encoder, "signed_weights_exact", lambda: False)
-    with caplog.at_level(logging.INFO, logger="emostt.inference.int8_weights"):
+    with caplog.at_level(logging.INFO, logger="emostt.inference.onnx_encoder"):
         shifted = load_engine(str(exported_demo), auto_options(cache))
     assert "shifted to unsigned" in caplog.text
     requests = varied_requests(phrases)

@@ -24,14 +24,11 @@ Concurrency: pure functions of files; any thread may call them.
 
 from __future__ import annotations
 
-import logging
 import platform
 from functools import cache
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 # The quantization of the graphs this emostt exports: in the ONNX cache's entry names and the
 # exported dir's manifest, so a graph quantized otherwise is never mistaken for one of these.
@@ -113,8 +110,4 @@ def unsigned_weights(graph: Path) -> bytes:
                 as_unsigned = (numpy_helper.to_array(tensor).astype(np.int16) + 128).astype(np.uint8)
                 tensor.CopyFrom(numpy_helper.from_array(as_unsigned, tensor.name))
                 shifted.add(tensor.name)
-    log.info(
-        "this CPU has no VNNI: the int8 encoder's signed weights are shifted to unsigned (exact)",
-        extra={"graph": str(graph), "tensors": len(shifted)},
-    )
     return bytes(model.SerializeToString())

@@ -18,6 +18,7 @@ shifted to unsigned as the sessions are made, which gives the same results exact
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from emostt.errors import ModelLoadError
 from emostt.inference.int8_weights import signed_weights_exact, unsigned_weights
 from emostt.inference.lone_call import is_lone_call, widen_this_call
 from emostt.inference.ort_session import CPU_PROVIDERS, EncoderThreads, session_options
+
+log = logging.getLogger(__name__)
 
 
 class OnnxEncoder:
@@ -41,7 +44,14 @@ class OnnxEncoder:
         import onnxruntime as ort
 
         try:
-            graph: str | bytes = str(path) if signed_weights_exact() else unsigned_weights(path)
+            graph: str | bytes = str(path)
+            if not signed_weights_exact():
+                log.info(
+                    "this CPU has no VNNI: the encoder's signed int8 weights are shifted to unsigned "
+                    "(the same results; unsigned kernels' speed)",
+                    extra={"graph": str(path)},
+                )
+                graph = unsigned_weights(path)
             self._session = ort.InferenceSession(
                 graph, session_options(threads.per_call), providers=CPU_PROVIDERS
             )
