@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data
 from emostt.inference.fbank import NumpyFeatures, load_cmvn
-from emostt.inference.int8_weights import FLOAT_NODE_MARKS
+from emostt.inference.int8_weights import quantize_encoder
 from emostt.inference.model_source import bundled_models
 from emostt.inference.onnx_model import model_dir_files
 from emostt.inference.ort_session import CPU_PROVIDERS, session_options
@@ -76,23 +76,10 @@ def export_fp32(model_dir: Path, out: Path) -> Path:
 
 
 def quantize(fp32: Path, out: Path, per_channel: bool, signed: bool, reduce_range: bool) -> Path:
-    if out.is_file():
-        return out
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.disable(logging.WARNING)
-    names = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node]
-    quantize_dynamic(
-        model_input=str(fp32),
-        model_output=str(out),
-        op_types_to_quantize=["MatMul"],
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        weight_type=QuantType.QInt8 if signed else QuantType.QUInt8,
-        nodes_to_exclude=[n for n in names if any(mark in n for mark in FLOAT_NODE_MARKS)],
-    )
-    logging.disable(logging.NOTSET)
+    if not out.is_file():
+        logging.disable(logging.WARNING)  # the quantizer's advice to pre-process, per call
+        quantize_encoder(fp32, out, signed=signed, per_channel=per_channel, reduce_range=reduce_range)
+        logging.disable(logging.NOTSET)
     return out
 
 

@@ -45,9 +45,12 @@ X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
 WEIGHT_INPUT, WEIGHT_ZERO_POINT_INPUT = 1, 3
 
 
-def quantize_encoder(fp32_graph: Path, out: Path) -> None:
+def quantize_encoder(
+    fp32_graph: Path, out: Path, *, signed: bool = True, per_channel: bool = True, reduce_range: bool = False
+) -> None:
     """Write the int8 graph of the fp32 encoder graph ``fp32_graph`` (weights as external data
-    beside it, as funasr's exporter writes them) to ``out``. For the export (imports onnx)."""
+    beside it, as funasr's exporter writes them) to ``out``. For the export (imports onnx). The
+    defaults are ``QUANTIZATION``; tools/bench_int8_weights.py measures the others."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -56,9 +59,9 @@ def quantize_encoder(fp32_graph: Path, out: Path) -> None:
         model_input=str(fp32_graph),
         model_output=str(out),
         op_types_to_quantize=["MatMul"],
-        per_channel=True,
-        reduce_range=False,
-        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8 if signed else QuantType.QUInt8,
         nodes_to_exclude=[name for name in names if any(mark in name for mark in FLOAT_NODE_MARKS)],
     )
 
