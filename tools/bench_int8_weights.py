@@ -51,6 +51,7 @@ from peer_clips import make_clips
 from peer_report import git_revision
 from reliability import machine_info
 
+TOOLS = Path(__file__).resolve().parent
 # name: (per channel, signed, reduce_range)
 VARIANTS = {
     "unsigned per channel (funasr)": (True, False, False),
@@ -66,12 +67,8 @@ WITH_ITN = 14
 def export_fp32(model_dir: Path, out: Path) -> Path:
     graph = out / "model.onnx"
     if not graph.is_file():
-        script = (
-            "import sys; from funasr import AutoModel; "
-            "AutoModel(model=sys.argv[1], device='cpu', disable_update=True, disable_pbar=True)"
-            ".export(type='onnx', quantize=False, output_dir=sys.argv[2], device='cpu')"
-        )
-        subprocess.run([sys.executable, "-c", script, str(model_dir), str(out)], check=True)
+        export = [sys.executable, str(TOOLS / "peer_export.py"), "funasr-fp32", str(model_dir), str(out)]
+        subprocess.run(export, check=True)  # a child: it holds the fp32 model
     return graph
 
 

@@ -62,13 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer_report
 from bench_stream import tree_usage
 from peer_clips import make_clips
+from peer_engines import ENGINES
 from peer_export import FUNASR_ONNX_GRAPH, SHERPA_MODEL, funasr_onnx_dir
 from peer_report import busy_cpu_s, git_revision
 from peer_serve import serve_once
 from reliability import machine_info, proc_status_kib
 
 TOOLS = Path(__file__).resolve().parent
-ENGINES = ("emostt", "emostt-engine", "sherpa-onnx", "funasr-onnx", "funasr-onnx-signed")
 CELLS = [(2, 1), (2, 4), (2, 16), (10, 1), (10, 4), (10, 16)]
 STEADY_WAIT_S = 2.0  # an engine's RSS is read this long after its 16 x 10 s call
 # Every call starts this long after the previous engine's call ended: ONNX Runtime's default pool

@@ -20,9 +20,10 @@
   weights signed (emostt.inference.int8_weights); ``funasr-onnx-signed`` is funasr-onnx given
   emostt's graph instead, which tells the engine's share from the quantization's.
 
-Run by tools/bench_peers.py (``python tools/peer_export.py sherpa MODEL_DIR OUT_DIR`` in a child
-process: the export holds the fp32 model, the traced graph and the quantizer's copies, several
-GiB, which must not count against any engine's memory).
+Run in a child process by tools/bench_peers.py (``python tools/peer_export.py sherpa|funasr
+MODEL_DIR OUT_DIR``) and tools/bench_int8_weights.py (``funasr-fp32``): the export holds the fp32
+model, the traced graph and the quantizer's copies, several GiB, which must not count against any
+engine's memory.
 """
 
 from __future__ import annotations
@@ -159,16 +160,19 @@ def export_sherpa(model_dir: Path, out: Path) -> None:
         extra.unlink()
 
 
-def export_funasr(model_dir: Path, out: Path) -> None:
-    """``out/model_quant.onnx``: funasr's own export of ``model_dir``, quantized as funasr does."""
+def export_funasr(model_dir: Path, out: Path, quantize: bool = True) -> None:
+    """funasr's own export of ``model_dir``: ``out/model_quant.onnx``, quantized as funasr does;
+    without ``quantize``, the fp32 graph ``out/model.onnx`` and its external data
+    (tools/bench_int8_weights.py quantizes it other ways)."""
     from funasr import AutoModel
 
     out.mkdir(parents=True, exist_ok=True)
     auto = AutoModel(model=str(model_dir), device="cpu", disable_update=True, disable_pbar=True)
-    auto.export(type="onnx", quantize=True, output_dir=str(out), device="cpu")
-    for path in out.iterdir():  # the fp32 graph and its external data
-        if path.name != FUNASR_ONNX_GRAPH:
-            path.unlink()
+    auto.export(type="onnx", quantize=quantize, output_dir=str(out), device="cpu")
+    if quantize:
+        for path in out.iterdir():  # the fp32 graph and its external data
+            if path.name != FUNASR_ONNX_GRAPH:
+                path.unlink()
 
 
 def funasr_onnx_dir(model_dir: Path, graph: Path, out: Path) -> None:
@@ -196,11 +200,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("peer", choices=["sherpa", "funasr"])
+    parser.add_argument("peer", choices=["sherpa", "funasr", "funasr-fp32"])
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    (export_sherpa if args.peer == "sherpa" else export_funasr)(args.model_dir, args.out)
+    if args.peer == "sherpa":
+        export_sherpa(args.model_dir, args.out)
+    else:
+        export_funasr(args.model_dir, args.out, quantize=args.peer == "funasr")
 
 
 if __name__ == "__main__":
